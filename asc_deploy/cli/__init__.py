@@ -1,0 +1,62 @@
+"""The `asc-deploy` command: thin typer verbs, one module per area, no logic here.
+
+Verb modules import only typer/rich at module level; heavy libraries (torch, transformers)
+are imported inside the verb, so `asc-deploy bench` runs on a host with only onnxruntime.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from asc_deploy.errors import UserError
+
+app = typer.Typer(
+    name="asc-deploy",
+    help="Application Specific Compression of transformer encoders into measured ONNX artifacts.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+def _register_verbs() -> None:
+    from asc_deploy.cli import (
+        bench_verbs,
+        compress_verbs,
+        deploy_verbs,
+        pipeline_verbs,
+        report_verbs,
+        task_verbs,
+    )
+
+    for module in (compress_verbs, task_verbs, deploy_verbs, bench_verbs, report_verbs, pipeline_verbs):
+        module.register(app)
+
+
+_register_verbs()
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        print("aborted", file=sys.stderr)
+        sys.exit(130)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        import click
+
+        if isinstance(exc, click.ClickException):  # usage errors: bad option, missing argument
+            exc.show()
+            sys.exit(2)
+        raise

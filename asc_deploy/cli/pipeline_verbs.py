@@ -1,0 +1,7 @@
+"""Placeholder until this area's verbs land."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    pass

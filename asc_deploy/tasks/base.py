@@ -1,0 +1,71 @@
+"""What every task offers the rest of the suite: examples in, model inputs out, metrics back.
+
+A task = data loading + preprocessing + postprocessing + metric. The ASC profiler, fine-tuning,
+the PyTorch and ONNX evaluators and the exporter's validation all go through this interface, so
+a new task family is one new module.
+
+Shapes and names:
+- an *example* is a dict with at least "id" (str) and the task's raw fields ("text", "text_pair",
+  "label" for classification; "question", "context", "answers" for QA);
+- a *feature* is one model input row: a dict with "input_ids", "attention_mask" and, where the
+  tokenizer makes them, "token_type_ids" (lists of int, unpadded), plus "example_index" (int)
+  and training targets ("labels"; "start_positions"/"end_positions") and, for QA,
+  "offset_mapping" (None outside the context);
+- model *outputs* for one feature: {"logits": (num_labels,)} or
+  {"start_logits": (len,), "end_logits": (len,)} as numpy arrays, unpadded.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, Literal
+
+import numpy as np
+
+Example = dict[str, Any]
+Feature = dict[str, Any]
+MODEL_INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class Task(ABC):
+    family: Literal["classification", "question-answering"]
+    name: str
+    primary_metric: str  # the key of compute_metrics() that gates and reports use
+    label_names: list[str] = []
+
+    @abstractmethod
+    def load_examples(self, split: Literal["train", "eval"], max_samples: int | None = None) -> list[Example]:
+        """Read a split; a non-empty list or a UserError naming what is wrong."""
+
+    @abstractmethod
+    def encode(self, tokenizer, examples: list[Example], for_training: bool = False) -> list[Feature]:
+        """Tokenise examples into features (QA: several per example, with overflow)."""
+
+    @abstractmethod
+    def predictions_from_outputs(
+        self, examples: list[Example], features: list[Feature], outputs: list[dict[str, np.ndarray]]
+    ) -> list[dict[str, Any]]:
+        """One prediction record per example: {"id", "prediction", "gold", ...scores}."""
+
+    @abstractmethod
+    def compute_metrics(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, float]:
+        """Metric name -> value (percentages for accuracy/EM/F1, as papers report them)."""
+
+
+def collate(features: list[Feature], pad_token_id: int, with_targets: bool = False) -> dict[str, np.ndarray]:
+    """Pad a batch to its longest row (dynamic padding) into int64 numpy arrays."""
+    width = max(len(f["input_ids"]) for f in features)
+    batch: dict[str, np.ndarray] = {}
+    for name in MODEL_INPUT_NAMES:
+        if name not in features[0]:
+            continue
+        pad = pad_token_id if name == "input_ids" else 0
+        rows = np.full((len(features), width), pad, dtype=np.int64)
+        for i, f in enumerate(features):
+            rows[i, : len(f[name])] = f[name]
+        batch[name] = rows
+    if with_targets:
+        for name in ("labels", "start_positions", "end_positions"):
+            if name in features[0]:
+                batch[name] = np.asarray([f[name] for f in features], dtype=np.int64)
+    return batch
