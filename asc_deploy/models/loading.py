@@ -1,0 +1,85 @@
+"""Load an encoder by hub id or local folder, with the head a task needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from asc_deploy.errors import UserError
+from asc_deploy.models.adapters import SUPPORTED, adapter_for
+
+Head = Literal["classification", "question-answering", "encoder"]
+
+
+def _looks_like_path(source: str) -> bool:
+    # Hub ids are "name" or "org/name"; anything else with a separator or dot prefix is a path.
+    return source.startswith((".", "/", "~")) or source.count("/") > 1 or Path(source).exists()
+
+
+def load_config(source: str | Path, trust_remote_code: bool = False):
+    """The model's config, with clear errors for missing folders and unsupported models."""
+    from transformers import AutoConfig
+
+    source = str(source)
+    if _looks_like_path(source):
+        folder = Path(source).expanduser()
+        if not folder.is_dir():
+            raise UserError(f"model folder not found: {folder}; pass a from_pretrained folder or a hub id")
+        if not (folder / "config.json").is_file():
+            raise UserError(f"{folder} is not a model folder (no config.json); pass a from_pretrained folder")
+        source = str(folder)
+    try:
+        config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load model config from '{source}': {str(exc).splitlines()[0]}") from exc
+    if getattr(config, "is_decoder", False) or config.model_type not in SUPPORTED:
+        raise UserError(
+            f"'{source}' is a {config.model_type} model, not a supported encoder; "
+            f"supported: {', '.join(SUPPORTED)}"
+        )
+    return config
+
+
+def load_model_and_tokenizer(
+    source: str | Path,
+    head: Head = "classification",
+    num_labels: int | None = None,
+    label_names: list[str] | None = None,
+    trust_remote_code: bool = False,
+):
+    """(model in eval mode, tokenizer) from a hub id or a local folder.
+
+    A model saved without a head (e.g. a sentence encoder) gets a freshly initialised one.
+    """
+    from transformers import (
+        AutoModel,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
+
+    config = load_config(source, trust_remote_code)
+    adapter_for(config.model_type)
+    kwargs: dict = {"trust_remote_code": trust_remote_code}
+    if head == "classification":
+        names = label_names or [str(i) for i in range(num_labels or config.num_labels)]
+        kwargs.update(
+            num_labels=len(names),
+            id2label=dict(enumerate(names)),
+            label2id={n: i for i, n in enumerate(names)},
+        )
+    factory = {
+        "classification": AutoModelForSequenceClassification,
+        "question-answering": AutoModelForQuestionAnswering,
+        "encoder": AutoModel,
+    }[head]
+    try:
+        model = factory.from_pretrained(str(source), **kwargs)
+        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise UserError(f"cannot load '{source}': {str(exc).splitlines()[0]}") from exc
+    return model.eval(), tokenizer
+
+
+def count_parameters(model) -> int:
+    return sum(p.numel() for p in model.parameters())
