@@ -34,7 +34,8 @@ def tiny_tokenizer_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("tiny_tokenizer")
     vocab = folder / "vocab.txt"
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-")
-    vocab.write_text("\n".join(SPECIAL + _WORDS + letters + ["##" + c for c in letters]) + "\n")
+    tokens = SPECIAL + _WORDS + letters + ["##" + c for c in letters]
+    vocab.write_text("\n".join(dict.fromkeys(tokens)) + "\n")  # no duplicates: ids stay dense
     tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
     tok.save_pretrained(folder)
     return folder
