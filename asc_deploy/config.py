@@ -120,6 +120,13 @@ class ExportConfig(Strict):
     calibration_samples: int = 128
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     validation_samples: int = 32
+    # Which models become artifacts. Layer-choice baselines are off by default: a model with the
+    # same number of layers as an ASC model has the same graph shape, so the same latency.
+    models: list[Literal["reference", "asc", "strategy", "off-the-shelf"]] = [
+        "reference",
+        "asc",
+        "off-the-shelf",
+    ]
 
 
 class BenchConfig(Strict):

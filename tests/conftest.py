@@ -18,10 +18,10 @@ MINILM_DIR = MODELS_DIR / "all-MiniLM-L6-v2"
 
 # A small word-level vocabulary is enough for the tokenizer to produce real, varied ids.
 _WORDS = (
-    "the a an movie film is was good bad great terrible not very and but it this that of to "
-    "in with for on as by at from who what when where why how which question answer context "
-    "paris france capital city river london england king queen year born died war peace love "
-    "hate funny boring story actor plot ending music sound best worst ever never always"
+    "the a an movie film is was good bad great terrible not very and but it this that of to in "
+    "with for on as by at from who what when where why how which question answer context paris "
+    "france capital city river london england king queen year born died war peace love hate "
+    "funny boring story actor plot ending music sound best worst ever never always"
 ).split()
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
@@ -51,12 +51,16 @@ def tiny_config(arch: str, num_layers: int = 4, num_labels: int = 2, vocab_size:
     common = dict(vocab_size=vocab_size, num_labels=num_labels, max_position_embeddings=128)
     if arch == "distilbert":
         return tf.DistilBertConfig(dim=32, n_layers=num_layers, n_heads=2, hidden_dim=64, **common)
-    sizes = dict(hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2, intermediate_size=64)
+    sizes = dict(
+        hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=2, intermediate_size=64
+    )
     if arch == "bert":
         return tf.BertConfig(**sizes, **common)
     if arch == "roberta":
         # RoBERTa positions start after padding_idx, so allow for the offset.
-        return tf.RobertaConfig(**sizes, pad_token_id=1, **{**common, "max_position_embeddings": 130})
+        return tf.RobertaConfig(
+            **sizes, pad_token_id=1, **{**common, "max_position_embeddings": 130}
+        )
     if arch == "mpnet":
         return tf.MPNetConfig(**sizes, pad_token_id=1, **{**common, "max_position_embeddings": 130})
     if arch == "electra":
@@ -64,10 +68,20 @@ def tiny_config(arch: str, num_layers: int = 4, num_labels: int = 2, vocab_size:
     raise ValueError(arch)
 
 
-def tiny_model(arch: str = "bert", head: str = "classification", num_layers: int = 4, num_labels: int = 2, seed: int = 0):
-    """A tiny random model with a sequence-classification, question-answering or no head, in eval mode."""
+def tiny_model(
+    arch: str = "bert",
+    head: str = "classification",
+    num_layers: int = 4,
+    num_labels: int = 2,
+    seed: int = 0,
+):
+    """A tiny random model with a classification, question-answering or no head, in eval mode."""
     import torch
-    from transformers import AutoModel, AutoModelForQuestionAnswering, AutoModelForSequenceClassification
+    from transformers import (
+        AutoModel,
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+    )
 
     torch.manual_seed(seed)
     config = tiny_config(arch, num_layers=num_layers, num_labels=num_labels)
@@ -84,7 +98,9 @@ def tiny_model_dir(tmp_path, tiny_tokenizer_dir):
     """Factory: save a tiny model plus the tiny tokenizer as a from_pretrained folder."""
     from transformers import AutoTokenizer
 
-    def make(arch: str = "bert", head: str = "classification", num_layers: int = 4, num_labels: int = 2) -> Path:
+    def make(
+        arch: str = "bert", head: str = "classification", num_layers: int = 4, num_labels: int = 2
+    ) -> Path:
         folder = tmp_path / f"{arch}-{head}-{num_layers}"
         tiny_model(arch, head, num_layers, num_labels).save_pretrained(folder)
         AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(folder)

@@ -5,7 +5,11 @@ import pytest
 import torch
 from conftest import tiny_model
 
-from asc_deploy.compress.asc import profile_similarity, select_redundant_layers, selections_for_thresholds
+from asc_deploy.compress.asc import (
+    profile_similarity,
+    select_redundant_layers,
+    selections_for_thresholds,
+)
 from asc_deploy.errors import UserError
 from asc_deploy.models.surgery import IdentityLayer
 

@@ -24,7 +24,10 @@ def cli(*args, cwd=None):
     env = {**os.environ, "ASC_QUIET": "1"}
     return subprocess.run(
         [sys.executable, "-c", "from asc_deploy.cli import main; main()", *map(str, args)],
-        capture_output=True, text=True, cwd=cwd, env=env,
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
     )
 
 
@@ -32,8 +35,16 @@ def cli(*args, cwd=None):
 def sst2_dir(tmp_path):
     folder = tmp_path / "sst2"
     folder.mkdir()
-    rows = ["the movie was good", "a terrible boring film", "great story and music", "not funny at all",
-            "the best ending ever", "the worst plot", "very good actor", "bad sound"]
+    rows = [
+        "the movie was good",
+        "a terrible boring film",
+        "great story and music",
+        "not funny at all",
+        "the best ending ever",
+        "the worst plot",
+        "very good actor",
+        "bad sound",
+    ]
     body = "".join(f"{t}\t{i % 2}\n" for i, t in enumerate(rows))
     (folder / "train.tsv").write_text("text\tlabel\n" + body)
     (folder / "dev.tsv").write_text("text\tlabel\n" + body)
@@ -70,7 +81,9 @@ def test_profile_then_prune_round_trip(tiny_model_dir, sst2_dir, tmp_path):
     from transformers import AutoConfig, AutoModelForSequenceClassification
 
     assert AutoConfig.from_pretrained(pruned).num_hidden_layers == 2
-    AutoModelForSequenceClassification.from_pretrained(pruned)  # plain from_pretrained, no custom code
+    AutoModelForSequenceClassification.from_pretrained(
+        pruned
+    )  # plain from_pretrained, no custom code
 
 
 @pytest.mark.parametrize(
@@ -78,7 +91,10 @@ def test_profile_then_prune_round_trip(tiny_model_dir, sst2_dir, tmp_path):
     [
         (["prune", "{missing}", "--layers", "1", "-o", "{out}"], "model folder not found"),
         (["prune", "{model}", "--layers", "1,2,3,4", "-o", "{out}"], "keep at least one"),
-        (["prune", "{model}", "--threshold", "1.5", "--similarity", "{sim}", "-o", "{out}"], "outside (0, 1]"),
+        (
+            ["prune", "{model}", "--threshold", "1.5", "--similarity", "{sim}", "-o", "{out}"],
+            "outside (0, 1]",
+        ),
         (["prune", "{gpt2}", "--layers", "1", "-o", "{out}"], "not a supported encoder"),
         (["profile", "{model}", "--task", "nope", "-o", "{out}"], "unknown"),
         (["prune", "{model}", "--strategy", "top", "-o", "{out}"], "needs --num-layers"),
@@ -90,8 +106,23 @@ def test_bad_input_is_one_line_exit_2_and_no_output(args, message, tiny_model_di
     gpt2 = tmp_path / "gpt2"
     GPT2Model(GPT2Config(n_layer=1, n_embd=16, n_head=2, vocab_size=50)).save_pretrained(gpt2)
     sim = tmp_path / "sim.json"
-    sim.write_text(json.dumps({"schema": "asc-deploy.similarity/1", "num_layers": 4, "matrix": np.eye(5).tolist(), "matrix_hash": "x"}))
-    values = {"missing": tmp_path / "nope", "model": tiny_model_dir(), "out": tmp_path / "out", "gpt2": gpt2, "sim": sim}
+    sim.write_text(
+        json.dumps(
+            {
+                "schema": "asc-deploy.similarity/1",
+                "num_layers": 4,
+                "matrix": np.eye(5).tolist(),
+                "matrix_hash": "x",
+            }
+        )
+    )
+    values = {
+        "missing": tmp_path / "nope",
+        "model": tiny_model_dir(),
+        "out": tmp_path / "out",
+        "gpt2": gpt2,
+        "sim": sim,
+    }
     result = cli(*[a.format(**values) for a in args])
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()

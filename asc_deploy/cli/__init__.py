@@ -31,7 +31,14 @@ def _register_verbs() -> None:
         task_verbs,
     )
 
-    for module in (compress_verbs, task_verbs, deploy_verbs, bench_verbs, report_verbs, pipeline_verbs):
+    for module in (
+        compress_verbs,
+        task_verbs,
+        deploy_verbs,
+        bench_verbs,
+        report_verbs,
+        pipeline_verbs,
+    ):
         module.register(app)
 
 
@@ -41,7 +48,10 @@ _register_verbs()
 def main() -> None:
     """Entry point: user errors become one line on stderr and exit code 2."""
     try:
-        app(standalone_mode=False)
+        # Without standalone mode click *returns* a typer.Exit code instead of exiting with it.
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
@@ -53,10 +63,6 @@ def main() -> None:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:
-        import click
-
-        if isinstance(exc, click.ClickException):  # usage errors: bad option, missing argument
-            exc.show()
-            sys.exit(2)
-        raise
+    except typer.TyperException as exc:  # usage errors: bad option, missing argument
+        exc.show()
+        sys.exit(2)

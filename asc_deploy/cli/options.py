@@ -36,4 +36,6 @@ def parse_layer_list(text: str) -> list[int]:
     try:
         return sorted({int(part) for part in text.replace(" ", "").split(",") if part})
     except ValueError:
-        raise UserError(f"--layers '{text}' is not a comma-separated list of layer numbers, e.g. 1,3,5") from None
+        raise UserError(
+            f"--layers '{text}' is not a comma-separated list of layer numbers, e.g. 1,3,5"
+        ) from None

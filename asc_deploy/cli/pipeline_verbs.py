@@ -1,7 +1,53 @@
-"""Placeholder until this area's verbs land."""
+"""The main job: `asc-deploy run CONFIG` (what `make bench` calls)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
 
+def run(
+    config: Annotated[
+        Path, typer.Argument(help="Run config YAML, e.g. benchmarks/configs/default.yaml.")
+    ],
+    force: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Redo a stage even if cached (repeatable): finetune, profile, prune, "
+            "recover, evaluate, export, bench, report; 'all' for every stage."
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print gates and recommendation as JSON.")
+    ] = False,
+) -> None:
+    """Fine-tune, profile, prune, recover, export, evaluate, bench and report; exit 1 on a gate."""
+    import json
+
+    from asc_deploy.config import load_run_config
+    from asc_deploy.errors import UserError
+    from asc_deploy.pipeline import STAGES, run_pipeline
+
+    stages = set(force or [])
+    if "all" in stages:
+        stages = set(STAGES)
+    unknown = stages - set(STAGES)
+    if unknown:
+        raise UserError(
+            f"--force {', '.join(sorted(unknown))}: unknown stage; stages: {', '.join(STAGES)}"
+        )
+    cfg = load_run_config(config)
+    results, code = run_pipeline(cfg, stages, config)
+    if as_json:
+        print(
+            json.dumps(
+                {"gates": results.get("gates"), "recommendation": results.get("recommendation")}
+            )
+        )
+    raise typer.Exit(code)
+
+
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("run")(run)

@@ -56,7 +56,9 @@ class SimilarityAccumulator:
 
     def result(self) -> SimilarityProfile:
         if self.examples == 0:
-            raise UserError("no examples were profiled; the training split is empty or max_samples is 0")
+            raise UserError(
+                "no examples were profiled; the training split is empty or max_samples is 0"
+            )
         matrix = self.total / self.examples
         matrix = (matrix + matrix.T) / 2
         np.fill_diagonal(matrix, 1.0)
@@ -80,7 +82,9 @@ def profile_similarity(model, batches: Iterable[Mapping], progress=None) -> Simi
             if progress is not None:
                 progress(int(inputs["attention_mask"].shape[0]))
     if accumulator is None:
-        raise UserError("no examples were profiled; the training split is empty or max_samples is 0")
+        raise UserError(
+            "no examples were profiled; the training split is empty or max_samples is 0"
+        )
     return accumulator.result()
 
 
@@ -90,7 +94,9 @@ def check_threshold(threshold: float) -> float:
     return threshold
 
 
-def select_redundant_layers(matrix: np.ndarray, threshold: float, epsilon: float = EPSILON) -> list[int]:
+def select_redundant_layers(
+    matrix: np.ndarray, threshold: float, epsilon: float = EPSILON
+) -> list[int]:
     """The authors' one-shot rule: 1-based layers whose state is close to an earlier kept state.
 
     A removed state never serves as a reference, and state 0 (the embeddings) is never removed.

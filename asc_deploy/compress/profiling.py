@@ -32,12 +32,16 @@ def profile_task(
     from asc_deploy.models.loading import load_model_and_tokenizer
     from asc_deploy.progress import progress_bar
 
-    model, tokenizer = load_model_and_tokenizer(model_source, "encoder", trust_remote_code=trust_remote_code)
+    model, tokenizer = load_model_and_tokenizer(
+        model_source, "encoder", trust_remote_code=trust_remote_code
+    )
     examples = task.load_examples("train", max_samples)
     features = task.encode(tokenizer, examples)
     with progress_bar("profiling layer similarity", total=len(features)) as advance:
         profile = profile_similarity(
-            model, length_sorted_batches(features, batch_size, tokenizer.pad_token_id), progress=advance
+            model,
+            length_sorted_batches(features, batch_size, tokenizer.pad_token_id),
+            progress=advance,
         )
     identity = {
         "model": str(model_source),
@@ -71,14 +75,12 @@ def similarity_record(profile: SimilarityProfile, identity: dict) -> dict:
 
 def write_similarity(output_dir: Path, record: dict, selections: dict[float, list[int]]) -> None:
     """similarity.json plus a heatmap marking each threshold's removed layers, atomically."""
-    import numpy as np
-
-    from asc_deploy.report.heatmap import similarity_heatmap
+    from asc_deploy.report.plots import similarity_heatmap
 
     record = {**record, "selections": {str(t): layers for t, layers in selections.items()}}
     with atomic_dir(output_dir) as tmp:
         write_json_atomic(tmp / SIMILARITY_FILE, record)
-        (tmp / HEATMAP_FILE).write_bytes(similarity_heatmap(np.asarray(record["matrix"]), selections))
+        (tmp / HEATMAP_FILE).write_bytes(similarity_heatmap({"similarity": record}))
 
 
 def read_similarity(path: str | Path) -> dict:

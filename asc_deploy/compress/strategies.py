@@ -20,7 +20,9 @@ def _check_count(num_layers: int, count: int) -> None:
     if count < 0:
         raise UserError(f"cannot remove {count} layers; give a count of 0 or more")
     if count >= num_layers:
-        raise UserError(f"refusing to remove {count} of {num_layers} layers; keep at least one layer")
+        raise UserError(
+            f"refusing to remove {count} of {num_layers} layers; keep at least one layer"
+        )
 
 
 def top_layers(num_layers: int, count: int) -> list[int]:

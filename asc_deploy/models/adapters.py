@@ -57,5 +57,6 @@ def adapter_for(model_type: str) -> EncoderAdapter:
         return ADAPTERS[model_type]
     except KeyError:
         raise UserError(
-            f"architecture '{model_type}' is not supported; supported encoders: {', '.join(SUPPORTED)}"
+            f"architecture '{model_type}' is not supported; "
+            f"supported encoders: {', '.join(SUPPORTED)}"
         ) from None

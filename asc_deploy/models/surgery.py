@@ -27,7 +27,9 @@ def remove_layers(model: nn.Module, layer_indices: Iterable[int]) -> nn.Module:
     remove = sorted(set(layer_indices))
     bad = [i for i in remove if not 0 <= i < total]
     if bad:
-        raise UserError(f"layer indices {bad} are outside 0..{total - 1} for this {total}-layer model")
+        raise UserError(
+            f"layer indices {bad} are outside 0..{total - 1} for this {total}-layer model"
+        )
     if len(remove) >= total:
         raise UserError(f"refusing to remove all {total} encoder layers; keep at least one")
     kept = [layer for i, layer in enumerate(layers) if i not in set(remove)]

@@ -1,0 +1,69 @@
+"""A self-contained report.html: inline CSS, plots embedded as base64 PNG, no external links,
+so it opens offline and can be attached to a release ticket as one file."""
+
+from __future__ import annotations
+
+import base64
+from html import escape
+
+from asc_deploy.report.document import Block, Bullets, Heading, Image, Paragraph
+from asc_deploy.report.tables import Table
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
+th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+caption { caption-side: bottom; font-size: 12px; color: #555; text-align: left; }
+.pass { color: #11772d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+.verdict { font-size: 1.4em; } figure { margin: 1em 0; } img { max-width: 100%; }
+figcaption { font-size: 12px; color: #555; }
+.scroll { overflow-x: auto; }
+"""
+
+
+def _cell(text: str) -> str:
+    cls = {"PASS": "pass", "FAIL": "fail"}.get(text)
+    return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
+
+
+def table_html(table: Table) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
+    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table.rows)
+    caption = f"<caption>{escape(table.note)}</caption>" if table.note else ""
+    if not table.rows:
+        return f"<h3>{escape(table.title)}</h3><p>{escape(table.note or '(nothing to show)')}</p>"
+    return (
+        f"<h3>{escape(table.title)}</h3><div class='scroll'><table>{caption}"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+    )
+
+
+def _block_html(block: Block) -> str:
+    if isinstance(block, Heading):
+        return f"<h{block.level}>{escape(block.text)}</h{block.level}>"
+    if isinstance(block, Paragraph):
+        if not block.strong:
+            return f"<p>{escape(block.text)}</p>"
+        cls = "fail" if "FAIL" in block.text else "pass"
+        return f'<p class="verdict {cls}">{escape(block.text)}</p>'
+    if isinstance(block, Bullets):
+        return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in block.items) + "</ul>"
+    if isinstance(block, Table):
+        return table_html(block)
+    if isinstance(block, Image):
+        data = base64.b64encode(block.png).decode("ascii")
+        return (
+            f'<figure><img alt="{escape(block.caption)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{escape(block.caption)}</figcaption></figure>"
+        )
+    raise TypeError(f"unknown block {type(block).__name__}")
+
+
+def to_html_document(blocks: list[Block], title: str) -> str:
+    body = "\n".join(_block_html(b) for b in blocks)
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{escape(title)}</title><style>{STYLE}</style></head>\n"
+        f"<body>\n{body}\n</body></html>\n"
+    )

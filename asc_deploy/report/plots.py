@@ -1,0 +1,263 @@
+"""The report's figures as PNG bytes (matplotlib, Agg canvas: no display, no global pyplot state).
+
+- accuracy vs latency at one host/provider/shape, Pareto frontier marked;
+- accuracy vs artifact size, Pareto frontier marked;
+- the ASC similarity heatmap with removed layers marked, next to each threshold's choices;
+- latency vs batch size and vs sequence length;
+- reliability diagrams (accuracy against confidence per bin) of the reference and ASC models.
+Each function returns None when the results hold nothing to draw.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from asc_deploy.report import results as R
+from asc_deploy.report.pareto import pareto_front
+
+KIND_COLOURS = {
+    "reference": "black",
+    "asc": "tab:blue",
+    "quantized": "tab:purple",
+    "off-the-shelf": "tab:green",
+    "strategy": "tab:gray",
+}
+MARKERS = {
+    "torch": "o",
+    "torch-dynamic-int8": "P",
+    "fp32": "s",
+    "optimized": "D",
+    "int8-dynamic": "^",
+    "int8-static": "v",
+    "fp16": "*",
+}
+SCALING_KINDS = ("reference", "asc", "quantized", "off-the-shelf")  # strategies: same depth as ASC
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _metric(results: dict[str, Any]) -> str:
+    return (results.get("task") or {}).get("primary_metric", "metric")
+
+
+def _scatter_with_front(ax, results, points: list[tuple[float, float, str, str]], xlabel: str):
+    """points: (cost, value, model, variant); draws them coloured by kind, frontier as a step."""
+    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
+    for cost, value, model, variant in points:
+        ax.scatter(
+            cost,
+            value,
+            color=KIND_COLOURS.get(kinds.get(model), "tab:orange"),
+            marker=MARKERS.get(variant, "o"),
+            s=40,
+            zorder=3,
+        )
+        ax.annotate(
+            f"{model}/{variant}",
+            (cost, value),
+            fontsize=7,
+            xytext=(4, 3),
+            textcoords="offset points",
+        )
+    front = [points[i] for i in pareto_front([(p[0], p[1]) for p in points])]
+    if front:
+        ax.step(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            where="post",
+            color="tab:red",
+            linewidth=1.5,
+            label="Pareto frontier",
+            zorder=2,
+        )
+        ax.scatter(
+            [p[0] for p in front],
+            [p[1] for p in front],
+            facecolors="none",
+            edgecolors="tab:red",
+            s=120,
+            zorder=4,
+        )
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(_metric(results))
+    ax.grid(alpha=0.3)
+
+
+def accuracy_vs_latency(
+    results: dict[str, Any], host_label: str, provider: str, batch: int, sequence: int
+) -> bytes | None:
+    evals = R.evaluations_by_key(results)
+    points = [
+        (
+            m["latency_ms"]["p50"],
+            evals[(m["model"], m["variant"])]["primary"],
+            m["model"],
+            m["variant"],
+        )
+        for m in R.measurements(results)
+        if (m["host_label"], m["provider"], m["batch"], m["sequence"])
+        == (host_label, provider, batch, sequence)
+        and evals.get((m["model"], m["variant"]), {}).get("primary") is not None
+        and m["latency_ms"].get("p50")
+    ]
+    if not points:
+        return None
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    _scatter_with_front(ax, results, points, f"p50 latency (ms), {provider} {batch}x{sequence}")
+    ax.set_title(f"{_metric(results)} vs latency on {host_label}")
+    return _png(fig)
+
+
+def accuracy_vs_size(results: dict[str, Any]) -> bytes | None:
+    points = [
+        (e["size_bytes"] / 1e6, e["primary"], e["model"], e["variant"])
+        for e in results.get("evaluations", [])
+        if e.get("size_bytes") and e.get("primary") is not None
+    ]
+    if not points:
+        return None
+    fig = Figure(figsize=(8, 5.5))
+    ax = fig.add_subplot()
+    _scatter_with_front(ax, results, points, "artifact size (MB)")
+    ax.set_title(f"{_metric(results)} vs size")
+    return _png(fig)
+
+
+def similarity_heatmap(results: dict[str, Any]) -> bytes | None:
+    """The layer-similarity matrix; removed layers' labels in red; a grid of each threshold's
+    choice beside it (layers are 1-based; state 0 is the embedding output)."""
+    sim = results.get("similarity") or {}
+    matrix = sim.get("matrix")
+    if not matrix or len(matrix) < 2:
+        return None
+    n_layers = sim.get("num_layers") or len(matrix)
+    first = 0 if len(matrix) == n_layers + 1 else 1  # does the matrix include state 0?
+    labels = list(range(first, first + len(matrix)))
+    selections = {float(t): v for t, v in (sim.get("selections") or {}).items()}
+    removed = set().union(*selections.values()) if selections else set()
+    fig = Figure(figsize=(11, 5))
+    ax, ax_sel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    image = ax.imshow(matrix, cmap="viridis", vmin=min(map(min, matrix)), vmax=1.0)
+    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
+    ax.set_xticks(range(len(labels)), [str(x) for x in labels])
+    ax.set_yticks(range(len(labels)), [str(x) for x in labels])
+    for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        if int(tick.get_text()) in removed:
+            tick.set_color("tab:red")
+            tick.set_fontweight("bold")
+    ax.set_title("Hidden-state similarity (red: removed at some threshold)")
+    ax.set_xlabel("hidden state / layer")
+    _selection_grid(ax_sel, selections, n_layers)
+    return _png(fig)
+
+
+def _selection_grid(ax, selections: dict[float, list[int]], n_layers: int) -> None:
+    thresholds = sorted(selections, reverse=True)
+    grid = [
+        [1 if layer in selections[t] else 0 for layer in range(1, n_layers + 1)] for t in thresholds
+    ]
+    if not grid:
+        ax.set_axis_off()
+        return
+    ax.imshow(grid, cmap="Reds", vmin=0, vmax=1.4, aspect="auto")
+    ax.set_xticks(range(n_layers), [str(i) for i in range(1, n_layers + 1)])
+    ax.set_yticks(range(len(thresholds)), [f"{t:g}" for t in thresholds])
+    for r in range(len(thresholds)):
+        for c in range(n_layers):
+            ax.text(c, r, "x" if grid[r][c] else "", ha="center", va="center", fontsize=10)
+    ax.set_xlabel("layer (removed: x)")
+    ax.set_ylabel("threshold")
+    ax.set_title("Layers each threshold removes")
+
+
+def latency_scaling(
+    results: dict[str, Any], host_label: str, provider: str, axis: str, fixed: int
+) -> bytes | None:
+    """p50 against batch size (axis="batch", sequence = fixed) or sequence length."""
+    other = "sequence" if axis == "batch" else "batch"
+    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
+    lines: dict[tuple[str, str], list[tuple[int, float]]] = {}
+    for m in R.measurements(results):
+        if (m["host_label"], m["provider"], m[other]) != (host_label, provider, fixed):
+            continue
+        if kinds.get(m["model"]) in SCALING_KINDS and m["latency_ms"].get("p50"):
+            lines.setdefault((m["model"], m["variant"]), []).append(
+                (m[axis], m["latency_ms"]["p50"])
+            )
+    if not lines or all(len(v) < 2 for v in lines.values()):
+        return None  # a single size along the axis says nothing about scaling
+    fig = Figure(figsize=(8, 5))
+    ax = fig.add_subplot()
+    for (model, variant), pts in lines.items():
+        pts.sort()
+        ax.plot(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            marker=MARKERS.get(variant, "o"),
+            color=KIND_COLOURS.get(kinds.get(model), "tab:orange"),
+            alpha=0.5 + 0.5 * (variant != "fp32"),
+            label=f"{model}/{variant}",
+        )
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(f"{axis} ({other} = {fixed})")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title(f"Latency vs {axis} on {host_label}, {provider}")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2)
+    return _png(fig)
+
+
+def _calibrated(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """One evaluation per reference/ASC model (PyTorch first) that has calibration bins."""
+    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
+    chosen: dict[str, dict[str, Any]] = {}
+    for ev in R.sort_items(results, results.get("evaluations", [])):
+        cal = (ev.get("fidelity") or {}).get("calibration")
+        if kinds.get(ev["model"]) in ("reference", "asc") and cal and cal.get("bins"):
+            chosen.setdefault(ev["model"], ev)
+    return list(chosen.values())
+
+
+def reliability_diagrams(results: dict[str, Any]) -> bytes | None:
+    evals = _calibrated(results)
+    if not evals:
+        return None
+    cols = min(4, len(evals))
+    rows = -(-len(evals) // cols)
+    fig = Figure(figsize=(3.2 * cols, 3.2 * rows))
+    axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    for ax, ev in zip(axes, evals, strict=False):
+        cal = ev["fidelity"]["calibration"]
+        full = [b for b in cal["bins"] if b["count"]]
+        width = cal["bins"][0]["upper"] - cal["bins"][0]["lower"]
+        ax.bar(
+            [b["lower"] for b in full],
+            [b["accuracy"] for b in full],
+            width=width,
+            align="edge",
+            edgecolor="black",
+            color="tab:blue",
+            label="accuracy",
+        )
+        ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"{ev['model']}/{ev['variant']}\nECE {cal['ece']:.3f}", fontsize=9)
+        ax.set_xlabel("confidence", fontsize=8)
+        ax.set_ylabel("accuracy", fontsize=8)
+    for ax in axes[len(evals) :]:
+        ax.set_axis_off()
+    fig.tight_layout()
+    return _png(fig)
