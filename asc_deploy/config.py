@@ -103,6 +103,9 @@ class ComparisonsConfig(Strict):
         "random",
     ]
     random_seeds: list[int] = [42, 43, 44]
+    # Extra numbers of layers for the baselines to remove, beyond ASC's counts (the paper also
+    # reports BERT-base with six random layers removed).
+    layer_counts: list[int] = []
     off_the_shelf: list[OffTheShelfModel] = []
     quantized_baselines: list[Literal["torch-dynamic-int8", "ort-dynamic-int8"]] = [
         "torch-dynamic-int8",

@@ -135,7 +135,9 @@ class Pipeline:
             entry = self._asc_entry(threshold, removed, total, by_layers)
             if entry is not None:
                 entries.append(entry)
-        counts = sorted({len(e.removed_layers) for e in entries})
+        counts = sorted(
+            {len(e.removed_layers) for e in entries} | set(self.cfg.comparisons.layer_counts)
+        )
         entries += self._strategy_entries(total, counts)
         built: dict[tuple[int, ...], ModelEntry] = {}
         for entry in entries:
@@ -443,7 +445,9 @@ class Pipeline:
             status_line(f"[stage] bench {len(paths)} artifacts")
             targets = resolve_targets(paths)
             if self.cfg.bench.include_torch:
-                targets += torch_targets(reference.path)
+                for target in torch_targets(reference.path):
+                    target.model = reference.name  # the folder may be named anything
+                    targets.append(target)
             doc = run_bench(targets, settings, progress=status_line)
             write_json_atomic(self.root / "bench.json", doc)
             return doc

@@ -1,7 +1,273 @@
-"""Placeholder until this area's verbs land."""
+"""Deploy verbs: export, optimize, quantize, triton. Thin: parse, call asc_deploy.deploy, print.
+
+Heavy libraries are imported inside the verbs (see asc_deploy/cli/__init__.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
+from rich.console import Console
+
+from asc_deploy.errors import UserError
+
+console = Console()
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_DATA_DIR = PROJECT_ROOT.parent / "shared" / "data"
+
+TaskOpt = Annotated[
+    str | None, typer.Option("--task", help="task preset (sst2, mrpc, rte, mnli, squad_v2, ...)")
+]
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", help="run config YAML (its task and export sections)")
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="folder with the task's files (default ../shared/data)"),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the manifest / result as JSON")]
+
+
+def _build_task(task: str | None, config: Path | None, data_dir: Path | None):
+    """A Task from --config (its task section) or a --task preset with local data."""
+    from asc_deploy.config import TaskConfig, load_run_config
+    from asc_deploy.tasks.presets import build_task
+
+    if config is not None:
+        return build_task(load_run_config(config).task, Path.cwd())
+    if task is None:
+        raise UserError("name the task: --task <preset> or --config <run.yaml>")
+    folder = data_dir or (DEFAULT_DATA_DIR if DEFAULT_DATA_DIR.is_dir() else None)
+    return build_task(TaskConfig(preset=task, data_dir=folder), Path.cwd())
+
+
+def _export_settings(config: Path | None):
+    from asc_deploy.config import ExportConfig, load_run_config
+
+    return load_run_config(config).export if config is not None else ExportConfig()
+
+
+def _artifact_dir(path: Path) -> Path:
+    """An artifact folder; a bare .onnx file gets a one-line reason why it is not one."""
+    if path.is_file():
+        import onnx
+
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf raises several types for a corrupt file
+            raise UserError(
+                f"ONNX file {path} failed to load ({type(exc).__name__}); re-export it"
+            ) from exc
+        raise UserError(
+            f"{path} is a bare ONNX file; pass its artifact folder (made by `asc-deploy export`)"
+        )
+    if not path.is_dir():
+        raise UserError(f"artifact folder not found: {path}")
+    return path
+
+
+def _report(manifest: dict, as_json: bool, what: str) -> None:
+    if as_json:
+        print(json.dumps(manifest, indent=2, default=str))
+        return
+    v = manifest.get("validation") or {}
+    reused = " (reused: inputs unchanged)" if manifest.get("reused") else ""
+    console.print(
+        f"[bold]{what}[/bold] {manifest['variant']}{reused}: "
+        f"{manifest['size_bytes'] / 1e6:.2f} MB, "
+        f"max |logit diff| {v.get('max_abs_diff', float('nan')):.2e} vs {v.get('against')}, "
+        f"prediction agreement {100 * v.get('prediction_agreement', 0):.1f}% "
+        f"on {v.get('examples')} inputs"
+    )
+    fusion = manifest.get("transform") or {}
+    if "fused_attention" in fusion:
+        console.print(
+            f"fused attention nodes: {fusion['fused_attention']} "
+            f"of {fusion['encoder_layers']} layers"
+        )
+
+
+def export(
+    model_dir: Annotated[Path, typer.Argument(help="fine-tuned (or pruned) model folder")],
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="artifact folder (default exports/<run>/<model>/fp32)"),
+    ] = None,
+    task: TaskOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    run: Annotated[
+        str, typer.Option("--run", help="run name for the default output folder")
+    ] = "run",
+    name: Annotated[
+        str | None, typer.Option("--name", help="model name (default: the folder's name)")
+    ] = None,
+    validate_samples: Annotated[
+        int | None, typer.Option("--validate-samples", help="eval examples to validate on")
+    ] = None,
+    sample_inputs: Annotated[
+        int, typer.Option("--sample-inputs", help="real inputs saved for benchmarking")
+    ] = 300,
+    opset: Annotated[int | None, typer.Option("--opset")] = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Export a model folder to a validated fp32 ONNX artifact."""
+    from asc_deploy.deploy.export import export_artifact, model_summary
+
+    settings = _export_settings(config)
+    model_summary(model_dir)  # not a model folder: one line, before any data is read
+    the_task = _build_task(task, config, data_dir)
+    n_validate = validate_samples if validate_samples is not None else settings.validation_samples
+    if n_validate < 2 or sample_inputs < 0:
+        raise UserError("--validate-samples must be at least 2 and --sample-inputs not negative")
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    examples = the_task.load_examples("eval", max(n_validate, sample_inputs))
+    validation_features = the_task.encode(tokenizer, examples[:n_validate])
+    samples = the_task.encode(tokenizer, examples[: max(sample_inputs, 1)])
+    name = name or model_dir.name
+    dest = output or Path("exports") / run / name / "fp32"
+    with console.status(f"exporting {model_dir} and validating on {n_validate} examples"):
+        manifest = export_artifact(
+            model_dir,
+            dest,
+            the_task.family,
+            validation_features,
+            samples,
+            opset=opset or settings.opset,
+            name=name,
+            task_name=the_task.name,
+        )
+    _report(manifest, as_json, f"exported {dest}")
+
+
+def optimize(
+    artifact: Annotated[Path, typer.Argument(help="fp32 artifact folder")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="default: sibling folder 'optimized'")
+    ] = None,
+    target: Annotated[str, typer.Option("--target", help="cpu or cuda")] = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """ORT transformer optimisation, with a count of fused attention nodes."""
+    from asc_deploy.deploy.optimize import optimize_artifact
+
+    if target not in ("cpu", "cuda"):
+        raise UserError(f"--target must be cpu or cuda, got {target}")
+    artifact = _artifact_dir(artifact)
+    dest = output or artifact.parent / ("optimized" if target == "cpu" else "optimized-cuda")
+    manifest = optimize_artifact(artifact, dest, target)  # type: ignore[arg-type]
+    _report(manifest, as_json, f"optimized {dest}")
+
+
+def quantize(
+    artifact: Annotated[Path, typer.Argument(help="artifact folder (fp32 for static)")],
+    mode: Annotated[str, typer.Option("--mode", help="dynamic, static or fp16")] = "dynamic",
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="default: sibling int8-dynamic / int8-static / fp16"),
+    ] = None,
+    isa: Annotated[
+        str | None, typer.Option("--isa", help="auto, avx2, avx512, avx512_vnni, arm64")
+    ] = None,
+    calibration_samples: Annotated[int | None, typer.Option("--calibration-samples")] = None,
+    calibrator: Annotated[
+        str | None, typer.Option("--calibrator", help="minmax, entropy, percentile")
+    ] = None,
+    provider: Annotated[
+        str | None, typer.Option("--provider", help="provider that validates fp16 (cuda/cpu)")
+    ] = None,
+    task: TaskOpt = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """int8 dynamic (ISA preset), int8 static QDQ (calibrated on task training data) or fp16."""
+    from asc_deploy.deploy.quantize import quantize_artifact, resolve_isa
+
+    settings = _export_settings(config)
+    if mode not in ("dynamic", "static", "fp16"):
+        raise UserError(f"--mode must be dynamic, static or fp16, got {mode}")
+    artifact = _artifact_dir(artifact)
+    if provider is not None:
+        from asc_deploy.measure.ort_runner import resolve_provider
+
+        resolve_provider(provider)
+    chosen_isa = resolve_isa(isa or settings.isa)
+    n_calib = (
+        calibration_samples if calibration_samples is not None else settings.calibration_samples
+    )
+    features = None
+    if mode == "static":
+        if n_calib < 1:
+            raise UserError(
+                "the calibration set is empty (--calibration-samples < 1); use e.g. 128"
+            )
+        from transformers import AutoTokenizer
+
+        the_task = _build_task(task, config, data_dir)
+        features = the_task.encode(
+            AutoTokenizer.from_pretrained(str(artifact)), the_task.load_examples("train", n_calib)
+        )
+    variant = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "fp16"}[mode]
+    dest = output or artifact.parent / variant
+    with console.status(f"{variant}: quantising {artifact}"):
+        manifest = quantize_artifact(
+            artifact,
+            dest,
+            mode,
+            chosen_isa,
+            features,
+            n_calib,  # type: ignore[arg-type]
+            calibrator or settings.calibration_method,
+            provider,  # type: ignore[arg-type]
+        )
+    _report(manifest, as_json, f"quantized {dest}")
+
+
+def triton(
+    artifacts: Annotated[
+        list[str], typer.Argument(help="artifact folders, optionally NAME=FOLDER")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="model repository folder")] = Path(
+        "model_repository"
+    ),
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size")] = 64,
+    kind: Annotated[str, typer.Option("--kind", help="cpu or gpu instances")] = "cpu",
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a Triton model repository (onnxruntime backend) for artifact folders."""
+    from asc_deploy.deploy.artifacts import read_manifest
+    from asc_deploy.deploy.triton import write_triton_repository
+
+    if kind not in ("cpu", "gpu"):
+        raise UserError(f"--kind must be cpu or gpu, got {kind}")
+    models: dict[str, Path] = {}
+    for item in artifacts:
+        name, _, folder = item.rpartition("=") if "=" in item else ("", "", item)
+        path = _artifact_dir(Path(folder))
+        if not name:
+            m = read_manifest(path)
+            name = f"{m.get('name')}-{m.get('variant')}"
+        if name in models:
+            raise UserError(
+                f"two artifacts would be named '{name}' in the repository; use NAME=FOLDER"
+            )
+        models[name] = path
+    result = write_triton_repository(models, output, max_batch_size, f"KIND_{kind.upper()}")
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    for name, info in result["models"].items():
+        console.print(f"{output}/{name}: {info['variant']} from {info['artifact']}")
 
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("export")(export)
+    app.command("optimize")(optimize)
+    app.command("quantize")(quantize)
+    app.command("triton")(triton)

@@ -1,0 +1,193 @@
+"""`asc-deploy run` end to end on a tiny model: results, report, resume after a kill, gates."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import tiny_config
+
+pytestmark = pytest.mark.slow
+
+POSITIVE = "good great best funny love".split()
+NEGATIVE = "bad terrible worst boring hate".split()
+
+
+def _write_data(folder: Path) -> None:
+    folder.mkdir()
+    rows = [
+        f"the movie was {(POSITIVE if i % 2 else NEGATIVE)[i % 5]} and the {w}\t{i % 2}"
+        for i, w in enumerate(["plot", "music", "actor", "story", "ending", "sound"] * 8)
+    ]
+    (folder / "train.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    (folder / "dev.tsv").write_text("text\tlabel\n" + "\n".join(rows[:24]) + "\n")
+
+
+def _write_model(folder: Path, tokenizer_dir: Path) -> None:
+    """A tiny BERT whose layer 2 is (almost exactly) the identity, so ASC has a layer to find."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = tiny_config("bert", num_layers=4)
+    config.initializer_range = 0.3  # large weights: the other layers really change the states
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    layer = model.bert.encoder.layer[1]
+    with torch.no_grad():
+        for dense in (layer.attention.output.dense, layer.output.dense):
+            dense.weight.zero_()
+            dense.bias.zero_()
+        for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+
+
+def _config(tmp: Path, name: str, **gates) -> Path:
+    config = {
+        "name": name,
+        "output_dir": str(tmp / "exports"),
+        "model": str(tmp / "model"),
+        "model_finetuned": True,
+        "task": {"preset": "sst2", "data_dir": str(tmp / "data"), "max_length": 32},
+        "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
+        "asc": {"thresholds": [0.9, 0.2]},
+        "comparisons": {"strategies": ["top", "random"], "random_seeds": [1]},
+        "export": {"variants": ["fp32", "int8-dynamic"], "validation_samples": 8},
+        "bench": {
+            "batch_sizes": [1],
+            "sequence_lengths": [16],
+            "rounds": 1,
+            "warmup": 1,
+            "min_iterations": 3,
+            "min_seconds": 0.01,
+        },
+        "gates": {"speedup_shape": [1, 16], **gates},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ASC_QUIET": "1"}
+    command = [sys.executable, "-c", "from asc_deploy.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, tiny_tokenizer_dir):
+    tmp = tmp_path_factory.mktemp("pipeline")
+    _write_data(tmp / "data")
+    _write_model(tmp / "model", tiny_tokenizer_dir)
+    return tmp
+
+
+@pytest.fixture(scope="module")
+def full_run(workspace):
+    config = _config(workspace, "full", max_accuracy_drop=100.0)
+    started = time.perf_counter()
+    result = _cli("run", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = workspace / "exports" / "full"
+    return root, json.loads((root / "report" / "results.json").read_text()), started
+
+
+def test_results_cover_every_model_and_stage(full_run):
+    root, results, _ = full_run
+    assert results["schema"] == "asc-deploy.results/1"
+    from asc_deploy.compress.asc import select_redundant_layers
+
+    selections = results["similarity"]["selections"]
+    assert selections["0.9"] == [2]  # the identity layer, and only it
+    assert selections["0.2"] == select_redundant_layers(results["similarity"]["matrix"], 0.2)
+    count = len(selections["0.2"])
+    names = {m["name"]: m for m in results["models"]}
+    expected = {"uncompressed", "asc-0.90", "asc-0.20", "top-1", f"top-{count}", "random-1-s1"}
+    assert expected <= set(names)
+    assert names["asc-0.90"]["layers"] == 3 and names["asc-0.90"]["removed_layers"] == [2]
+    assert names["top-1"]["removed_layers"] == [4]
+    variants = {(e["model"], e["variant"]) for e in results["evaluations"]}
+    for model in ("uncompressed", "asc-0.90", "asc-0.20"):
+        assert {(model, "torch"), (model, "fp32"), (model, "int8-dynamic")} <= variants
+    assert ("uncompressed", "torch-dynamic-int8") in variants
+    by_key = {(e["model"], e["variant"]): e for e in results["evaluations"]}
+    # The fp32 ONNX artifact predicts exactly what its PyTorch model predicts.
+    assert by_key[("asc-0.90", "fp32")]["fidelity"]["agreement"] == 1.0 or (
+        by_key[("asc-0.90", "fp32")]["primary"] == by_key[("asc-0.90", "torch")]["primary"]
+    )
+    assert by_key[("uncompressed", "torch")]["fidelity"]["agreement"] == 1.0
+    measured = {(m["model"], m["variant"]) for m in results["bench"][0]["measurements"]}
+    assert ("asc-0.90", "int8-dynamic") in measured and ("uncompressed", "torch") in measured
+    for name in ("report.md", "report.html", "results.json"):
+        assert (root / "report" / name).is_file()
+    assert (root / "similarity" / "similarity.png").is_file()
+    assert (root / "artifacts" / "asc-0.90" / "fp32" / "model.onnx").is_file()
+
+
+def test_rerun_with_same_inputs_reuses_every_stage(full_run, workspace):
+    root, results, _ = full_run
+    started = time.perf_counter()
+    again = _cli("run", str(workspace / "full.yaml"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    rerun = json.loads((root / "report" / "results.json").read_text())
+    assert rerun["bench"] == results["bench"]  # not measured again
+    assert rerun["evaluations"] == results["evaluations"]
+    assert time.perf_counter() - started < 60
+
+
+def test_gates_fail_with_one_line_each_and_exit_1(full_run, workspace):
+    root, _, _ = full_run
+    config = _config(workspace, "full", max_accuracy_drop=100.0, min_speedup=1e6)
+    result = _cli("run", str(config))
+    assert result.returncode == 1
+    failures = [line for line in result.stderr.splitlines() if line.startswith("gate ")]
+    assert len(failures) == 1 and "min_speedup" in failures[0]
+
+
+def test_interrupted_run_resumes_to_the_same_results(full_run, workspace):
+    _, full, _ = full_run
+    # Same inputs under another run name: copy nothing, kill mid-way, then resume.
+    config = _config(workspace, "resumed", max_accuracy_drop=100.0)
+    root = workspace / "exports" / "resumed"
+    env = {**os.environ, "ASC_QUIET": "1"}
+    command = [sys.executable, "-c", "from asc_deploy.cli import main; main()", "run", str(config)]
+    process = subprocess.Popen(
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    marker = root / "stages" / "profile.json"
+    deadline = time.time() + 300
+    while not marker.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert marker.exists() and not (root / "report" / "results.json").exists()
+    result = _cli("run", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = json.loads((root / "report" / "results.json").read_text())
+    strip = lambda evs: sorted((e["model"], e["variant"], json.dumps(e["metrics"])) for e in evs)  # noqa: E731
+    assert strip(resumed["evaluations"]) == strip(full["evaluations"])
+    assert resumed["similarity"]["matrix"] == full["similarity"]["matrix"]
+    shutil.rmtree(root)
+
+
+def test_config_error_names_the_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: x\ntask: {preset: sst2}\nasc: {thresholds: [1.5]}\n")
+    result = _cli("run", str(bad))
+    assert result.returncode == 2
+    assert "asc.thresholds" in result.stderr and "outside (0, 1]" in result.stderr
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model: x\ntask: {preset: sst2}\nbench: {batchsizes: [1]}\n")
+    result = _cli("run", str(typo))
+    assert result.returncode == 2 and "bench.batchsizes" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
