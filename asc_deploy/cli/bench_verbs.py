@@ -1,7 +1,154 @@
-"""Placeholder until this area's verbs land."""
+"""`asc-deploy bench` and `asc-deploy bench-merge`.
+
+Works on a host with only onnxruntime: nothing here or on the harness path imports torch or
+transformers (PyTorch variants, with --torch, are timed inside their own worker processes).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
 
 import typer
 
+Opt = typer.Option
+Targets = Annotated[list[str], typer.Argument(help="Artifact folders, .onnx files or globs.")]
+Providers = Annotated[list[str] | None, Opt("--provider", "-p", help="cpu/cuda/tensorrt (repeat).")]
+Batches = Annotated[list[int] | None, Opt("--batch", "-b", help="Batch size (repeat).")]
+Seqs = Annotated[list[int] | None, Opt("--seq", "-s", help="Sequence length (repeat).")]
+Inputs = Annotated[str | None, Opt("--inputs", help="fixed, or real (the artifact's samples).")]
+Threads = Annotated[int | None, Opt("--threads", help="Intra-op threads (default: cores).")]
+InterOp = Annotated[int | None, Opt("--inter-op-threads", help="Inter-op threads (default 1).")]
+Warmup = Annotated[int | None, Opt("--warmup", help="Untimed calls first (default 5).")]
+MinIter = Annotated[int | None, Opt("--min-iterations", help="At least this many (default 20).")]
+MinSec = Annotated[float | None, Opt("--min-seconds", help="And at least this long (default 1).")]
+Rounds = Annotated[int | None, Opt("--rounds", help="Interleaved rounds A B C A B C (default 3).")]
+Noise = Annotated[float, Opt("--noise-threshold", help="Round p50 spread flagged as noisy.")]
+TorchDir = Annotated[Path | None, Opt("--torch", help="Also time this PyTorch model folder.")]
+Config = Annotated[Path | None, Opt("--config", help="Run config YAML: its bench section.")]
+Output = Annotated[Path, Opt("--output", "-o", help="Where bench.json goes.")]
+Json = Annotated[bool, Opt("--json", help="Print the result as JSON.")]
+
+
+def bench(
+    targets: Targets,
+    provider: Providers = None,
+    batch: Batches = None,
+    seq: Seqs = None,
+    inputs: Inputs = None,
+    threads: Threads = None,
+    inter_op_threads: InterOp = None,
+    warmup: Warmup = None,
+    min_iterations: MinIter = None,
+    min_seconds: MinSec = None,
+    rounds: Rounds = None,
+    noise_threshold: Noise = 0.10,
+    torch_dir: TorchDir = None,
+    config: Config = None,
+    output: Output = Path("bench.json"),
+    as_json: Json = False,
+) -> None:
+    """Latency, throughput and memory of ONNX artifacts, each measurement in a fresh process.
+
+    Defaults come from the run config's bench section (--config) or BenchConfig's defaults;
+    options given here override them.
+    """
+    from asc_deploy.config import BenchConfig, load_run_config
+    from asc_deploy.measure import harness
+
+    base = load_run_config(config).bench if config is not None else BenchConfig()
+    settings = harness.BenchSettings.from_config(
+        base,
+        providers=tuple(provider) if provider else None,
+        batch_sizes=tuple(batch) if batch else None,
+        sequence_lengths=tuple(seq) if seq else None,
+        inputs=inputs,
+        intra_op_threads=threads,
+        inter_op_threads=inter_op_threads,
+        warmup=warmup,
+        min_iterations=min_iterations,
+        min_seconds=min_seconds,
+        rounds=rounds,
+        noise_threshold=noise_threshold,
+    ).validated()
+    resolved = harness.resolve_targets(targets)
+    if torch_dir is not None:
+        resolved += harness.torch_targets(torch_dir)
+    doc = _run_with_progress(harness, resolved, settings, quiet=as_json)
+    harness.write_bench(doc, output)
+    if as_json:
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        _print_table(doc, output)
+
+
+def bench_merge(
+    inputs: Annotated[list[Path], typer.Argument(help="bench.json files (from any hosts).")],
+    output: Output = Path("bench-merged.json"),
+    as_json: Json = False,
+) -> None:
+    """Merge several bench.json files into one set, each run tagged by its host fingerprint."""
+    from rich.console import Console
+
+    from asc_deploy.measure import harness
+
+    merged = harness.merge_bench([harness.load_bench(p) for p in inputs])
+    harness.write_bench(merged, output)
+    if as_json:
+        typer.echo(json.dumps(merged, indent=2))
+    else:
+        Console().print(
+            f"merged {len(merged['runs'])} run(s) from {len(merged['hosts'])} host(s) -> {output}"
+        )
+
+
+def _run_with_progress(harness, targets, settings, quiet: bool) -> dict:
+    from rich.console import Console
+
+    console = Console(stderr=True, quiet=quiet)
+    with console.status("benchmarking") as status:
+        return harness.run_bench(targets, settings, progress=lambda text: status.update(text))
+
+
+def _print_table(doc: dict, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"bench ({doc['settings']['intra_op_threads']} threads) -> {output}")
+    for column in (
+        "model",
+        "variant",
+        "provider",
+        "batch",
+        "seq",
+        "p50 ms",
+        "p90 ms",
+        "ex/s",
+        "peak RSS MB",
+        "noisy",
+    ):
+        table.add_column(column)
+    for m in doc["measurements"]:
+        lat = m["latency_ms"]
+        table.add_row(
+            m["model"],
+            m["variant"],
+            m["provider"],
+            str(m["batch"]),
+            str(m["sequence"]),
+            f"{lat['p50']:.3f}",
+            f"{lat['p90']:.3f}",
+            f"{m['throughput_per_s']:.1f}",
+            f"{m['memory_mb']['peak_rss']:.0f}",
+            "yes" if m["noisy"] else "",
+        )
+    console = Console()
+    console.print(table)
+    for flag in doc["flags"]:
+        console.print(f"[yellow]flag:[/yellow] {flag}")
+
 
 def register(app: typer.Typer) -> None:
-    pass
+    app.command("bench")(bench)
+    app.command("bench-merge")(bench_merge)

@@ -45,7 +45,9 @@ def create_session(
 
     model_path = Path(model_path)
     if not model_path.is_file():
-        raise UserError(f"ONNX model not found: {model_path}; pass a model.onnx file or artifact folder")
+        raise UserError(
+            f"ONNX model not found: {model_path}; pass a model.onnx file or artifact folder"
+        )
     full = resolve_provider(provider)
     options = ort.SessionOptions()
     if intra_op_threads:
@@ -85,5 +87,7 @@ def run_logits(session, features: dict, output_names: list[str] | None = None) -
     feed = {k: features[k] for k in names if k in features}
     missing = [k for k in names if k not in feed]
     if missing:
-        raise UserError(f"inputs {missing} required by the ONNX graph are missing from the features")
+        raise UserError(
+            f"inputs {missing} required by the ONNX graph are missing from the features"
+        )
     return session.run(output_names, feed)

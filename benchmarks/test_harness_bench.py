@@ -1,0 +1,123 @@
+"""pytest-benchmark suite for the harness itself and the ORT evaluation loop.
+
+    .venv/bin/pytest benchmarks/test_harness_bench.py --benchmark-storage=benchmarks/baselines \
+        --benchmark-autosave                  # record a baseline
+    .venv/bin/pytest benchmarks/test_harness_bench.py --benchmark-storage=benchmarks/baselines \
+        --benchmark-compare --benchmark-compare-fail=median:15%   # fail on regression
+
+The model is a small random BERT (2 layers, hidden 128; ~1 ms per call on 1 thread), big enough
+that timing overhead would show, small enough to keep the suite at seconds.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_worker, worker_spec
+from asc_deploy.measure.inputs import fixed_feed
+from asc_deploy.measure.latency import ort_run_fn, summarize_ms, time_callable
+from asc_deploy.measure.ort_runner import create_session, run_logits
+
+NAMES = ["input_ids", "attention_mask", "token_type_ids"]
+ROUNDS = 9
+ITERATIONS = 60
+
+
+@pytest.fixture(scope="module")
+def small_bert(tmp_path_factory):
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(
+        hidden_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=512,
+        vocab_size=1000,
+        max_position_embeddings=256,
+    )
+    model = BertForSequenceClassification(config).eval()
+    path = tmp_path_factory.mktemp("bench") / "small-bert.onnx"
+    ids = torch.randint(5, 1000, (1, 64))
+    torch.onnx.export(
+        model,
+        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
+        str(path),
+        input_names=NAMES,
+        output_names=["logits"],
+        opset_version=17,
+        dynamo=False,
+        dynamic_axes={k: {0: "batch", 1: "sequence"} for k in NAMES},
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def session(small_bert):
+    return create_session(small_bert, "cpu", intra_op_threads=1, inter_op_threads=1)
+
+
+def bare_loop_p50(session, feed, n: int) -> float:
+    """What anyone would write by hand: a perf_counter around session.run."""
+    samples = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        session.run(None, feed)
+        samples.append(time.perf_counter() - t0)
+    return float(np.median(samples)) * 1000
+
+
+def test_harness_overhead_within_3_percent(benchmark, session):
+    """The harness's timing path (the worker's run function + loop) vs a bare loop, interleaved."""
+    feed = fixed_feed(NAMES, batch=1, sequence=64, vocab_size=1000)
+    fn = ort_run_fn(session, [feed], "cpu")
+    bare_loop_p50(session, feed, 20)  # warm both paths alike
+    harness_p50, bare_p50 = [], []
+    for r in range(ROUNDS):
+        # Alternate which goes first so drift over the run favours neither.
+        order = ("harness", "bare") if r % 2 == 0 else ("bare", "harness")
+        for which in order:
+            if which == "harness":
+                samples = time_callable(fn, warmup=2, min_iterations=ITERATIONS, min_seconds=0)
+                harness_p50.append(summarize_ms(samples)["p50"])
+            else:
+                bare_p50.append(bare_loop_p50(session, feed, ITERATIONS))
+    ratio = float(np.median(harness_p50)) / float(np.median(bare_p50))
+    benchmark.extra_info.update(
+        harness_p50_ms=float(np.median(harness_p50)),
+        bare_p50_ms=float(np.median(bare_p50)),
+        ratio=ratio,
+    )
+    benchmark(fn, 0)
+    assert abs(ratio - 1) <= 0.03, f"harness p50 / bare p50 = {ratio:.4f}"
+
+
+def test_ort_evaluation_loop(benchmark, session):
+    """run_logits over dynamically padded batches, as task evaluation does."""
+    rng = np.random.default_rng(0)
+    batches = []
+    for length in (17, 33, 48, 64):
+        feed = fixed_feed(
+            NAMES, batch=8, sequence=length, vocab_size=1000, seed=int(rng.integers(1000))
+        )
+        batches.append(feed)
+
+    def evaluate():
+        return [run_logits(session, b)[0] for b in batches]
+
+    logits = benchmark(evaluate)
+    assert [lg.shape for lg in logits] == [(8, 2)] * 4
+
+
+def test_worker_roundtrip(benchmark, small_bert):
+    """One fresh-process measurement end to end: the fixed cost the harness pays per cell."""
+    settings = BenchSettings(
+        warmup=1, min_iterations=5, min_seconds=0, intra_op_threads=1
+    ).validated()
+    spec = worker_spec(Cell(onnx_target(small_bert), "cpu", 1, 32), settings, None)
+    result = benchmark.pedantic(run_worker, args=(spec,), rounds=3, iterations=1)
+    assert result["ok"] and len(result["samples_s"]) == 5
