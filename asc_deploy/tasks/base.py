@@ -34,11 +34,15 @@ class Task(ABC):
     label_names: list[str] = []
 
     @abstractmethod
-    def load_examples(self, split: Literal["train", "eval"], max_samples: int | None = None) -> list[Example]:
+    def load_examples(
+        self, split: Literal["train", "eval"], max_samples: int | None = None
+    ) -> list[Example]:
         """Read a split; a non-empty list or a UserError naming what is wrong."""
 
     @abstractmethod
-    def encode(self, tokenizer, examples: list[Example], for_training: bool = False) -> list[Feature]:
+    def encode(
+        self, tokenizer, examples: list[Example], for_training: bool = False
+    ) -> list[Feature]:
         """Tokenise examples into features (QA: several per example, with overflow)."""
 
     @abstractmethod
@@ -48,11 +52,15 @@ class Task(ABC):
         """One prediction record per example: {"id", "prediction", "gold", ...scores}."""
 
     @abstractmethod
-    def compute_metrics(self, examples: list[Example], predictions: list[dict[str, Any]]) -> dict[str, float]:
+    def compute_metrics(
+        self, examples: list[Example], predictions: list[dict[str, Any]]
+    ) -> dict[str, float]:
         """Metric name -> value (percentages for accuracy/EM/F1, as papers report them)."""
 
 
-def collate(features: list[Feature], pad_token_id: int, with_targets: bool = False) -> dict[str, np.ndarray]:
+def collate(
+    features: list[Feature], pad_token_id: int, with_targets: bool = False
+) -> dict[str, np.ndarray]:
     """Pad a batch to its longest row (dynamic padding) into int64 numpy arrays."""
     width = max(len(f["input_ids"]) for f in features)
     batch: dict[str, np.ndarray] = {}
