@@ -76,10 +76,6 @@ class Pipeline:
         )
         return result
 
-    def _data_identity(self, split: str) -> dict:
-        identity = getattr(self.task, "data_identity", None)
-        return identity(split) if identity else {"task": self.task.name, "split": split}
-
     # -- stages ----------------------------------------------------------------------------------
     def base_model(self) -> Path:
         """The uncompressed fine-tuned model: given, or fine-tuned here."""
@@ -103,7 +99,7 @@ class Pipeline:
 
         inputs = {
             "model": _identity(base),
-            "data": self._data_identity("train"),
+            "data": self.task.data_identity("train"),
             "samples": self.cfg.asc.profile_samples,
         }
 
@@ -277,7 +273,7 @@ class Pipeline:
         inputs = {
             "model": _identity(entry.path),
             "variant": variant,
-            "data": self._data_identity("eval"),
+            "data": self.task.data_identity("eval"),
         }
 
         def build() -> dict:
@@ -308,7 +304,7 @@ class Pipeline:
         from asc_deploy.deploy.artifacts import read_manifest
 
         manifest = read_manifest(artifact)
-        inputs = {"artifact": manifest.get("files"), "data": self._data_identity("eval")}
+        inputs = {"artifact": manifest.get("files"), "data": self.task.data_identity("eval")}
 
         def build() -> dict:
             from asc_deploy.deploy.ort_evaluate import evaluate_onnx
@@ -486,7 +482,7 @@ class Pipeline:
                 "family": self.task.family,
                 "primary_metric": self.task.primary_metric,
                 "eval_examples": len(self.task.load_examples("eval")),
-                "data_note": getattr(self.task, "data_note", ""),
+                "data_note": self.task.data_note,
             },
             "similarity": {
                 k: similarity[k]

@@ -43,4 +43,5 @@ def progress_bar(description: str, total: int | None) -> Iterator[Callable[[int]
 def status_line(message: str) -> None:
     from rich.console import Console
 
-    Console(stderr=True).print(message, highlight=False)
+    # markup off: "[stage]" or a user's path in brackets must print as written.
+    Console(stderr=True).print(message, highlight=False, markup=False)

@@ -164,7 +164,7 @@ def _summary(task, result, runtime: str, predictions: Path | None) -> dict:
         "task": task.name,
         "family": task.family,
         "primary_metric": task.primary_metric,
-        "data_note": getattr(task, "data_note", ""),
+        "data_note": task.data_note,
         "runtime": runtime,
         "examples": len(result.predictions),
         "seconds": round(result.seconds, 3),

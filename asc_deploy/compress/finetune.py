@@ -386,7 +386,7 @@ def _cache_key(model_source, task: Task, examples, r: Recipe, teacher) -> tuple[
         "examples": len(examples),
         "examples_hash": hash_json(examples),
         "source": task.data_identity("train") if hasattr(task, "data_identity") else None,
-        "data_note": getattr(task, "data_note", ""),
+        "data_note": task.data_note,
         "labels": list(task.label_names),
         "encoding": encoding,
     }

@@ -48,7 +48,7 @@ def profile_task(
         "model_hash": hash_folder(model_source) if Path(model_source).is_dir() else None,
         "model_type": model.config.model_type,
         "task": task.name,
-        "data": getattr(task, "data_note", ""),
+        "data": task.data_note,
         "split": "train",
         "max_samples": max_samples,
         "features": len(features),

@@ -32,6 +32,11 @@ class Task(ABC):
     name: str
     primary_metric: str  # the key of compute_metrics() that gates and reports use
     label_names: list[str] = []
+    data_note: str = ""  # where the data came from, shown in every report that uses it
+
+    @abstractmethod
+    def data_identity(self, split: Literal["train", "eval"], max_samples: int | None = None) -> dict:
+        """What identifies a split's data for cache keys: source files' hashes or hub ids."""
 
     @abstractmethod
     def load_examples(
