@@ -1,3 +1,3 @@
-"""asc-deploy: Application Specific Compression of transformer encoders into measured ONNX artifacts."""
+"""asc-deploy: Application Specific Compression of encoders into measured ONNX artifacts."""
 
 __version__ = "0.1.0"

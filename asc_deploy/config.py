@@ -144,6 +144,7 @@ class BenchConfig(Strict):
     min_seconds: float = 1.0
     rounds: int = 3
     include_torch: bool = True
+    tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: deploy/tensorrt.py)
 
 
 class GatesConfig(Strict):

@@ -85,7 +85,7 @@ def test_main_table_rows_and_cells(results):
     assert [r[0] for r in table.rows[:4]] == ["uncompressed"] * 4
     assert table.rows[-1][0] == "top-0.85"  # strategy baselines last
     row = next(r for r in table.rows if r[:3] == ["asc-0.90", "asc", "int8-dynamic"])
-    assert row[3:8] == ["5", "20.9", "21.6", "90.30", "-0.70"]
+    assert row[3:8] == ["5 (-3)", "20.9", "21.6", "90.30", "-0.70"]
     build_1x128 = table.headers.index(f"{BUILD} cpu 1x128 p50/p95 ms")
     assert row[build_1x128] == "3.90 / 4.29 (3.08x)"
     single = tables.main_table({**results, "bench": results["bench"][:1]})
@@ -96,7 +96,7 @@ def test_markdown_table_has_the_expected_rows(results):
     md = tables.to_markdown(tables.main_table(results))
     lines = [line for line in md.splitlines() if line.startswith("| ")]
     assert len(lines) == 17  # header + 16 rows
-    assert "| asc-0.80 | asc | int8-dynamic | 3 | 17.4 | 18.1 | 88.00 | -3.00 |" in md
+    assert "| asc-0.80 | asc | int8-dynamic | 3 (-2,3,5) | 17.4 | 18.1 | 88.00 | -3.00 |" in md
 
 
 def test_strategy_table_reports_seed_spread(results):

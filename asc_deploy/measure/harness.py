@@ -51,6 +51,7 @@ class BenchSettings:
     min_seconds: float = 1.0
     rounds: int = 3
     noise_threshold: float = 0.10  # round-to-round p50 spread that marks a cell noisy
+    tensorrt_fp16: bool = True
     worker_timeout_s: float = 900.0
 
     @classmethod
@@ -67,6 +68,7 @@ class BenchSettings:
             min_iterations=config.min_iterations,
             min_seconds=config.min_seconds,
             rounds=config.rounds,
+            tensorrt_fp16=config.tensorrt_fp16,
         )
         return replace(base, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -339,6 +341,9 @@ def worker_spec(cell: Cell, settings: BenchSettings, sample_inputs: Path | None)
         "warmup": settings.warmup,
         "min_iterations": settings.min_iterations,
         "min_seconds": settings.min_seconds,
+        # TensorRT builds engines for a shape range: cover every shape this run measures.
+        "max_shape": [max(settings.batch_sizes), max(settings.sequence_lengths)],
+        "tensorrt_fp16": settings.tensorrt_fp16,
     }
 
 

@@ -36,6 +36,7 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
     from asc_deploy.measure.ort_runner import create_session
 
     gpu = is_gpu_provider(spec["provider"])
+    options = _tensorrt_options(spec)
     tracker = MemoryTracker(device_id=0 if gpu else None)
     t0 = time.perf_counter()
     session = create_session(
@@ -44,6 +45,7 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
         intra_op_threads=spec["intra_op_threads"],
         inter_op_threads=spec["inter_op_threads"],
         graph_optimization=spec.get("graph_optimization", "all"),
+        provider_options=options,
     )
     create_ms = (time.perf_counter() - t0) * 1000
     graph_inputs = session.get_inputs()
@@ -61,6 +63,31 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
         "providers": session.get_providers(),
         "mean_sequence": inputs_mod.mean_sequence(feeds),
     }
+
+
+def _tensorrt_options(spec: dict[str, Any]) -> dict[str, str] | None:
+    """The TensorRT profile for this cell's shape range; None for other providers."""
+    from asc_deploy.measure.ort_runner import PROVIDER_ALIASES
+
+    name = PROVIDER_ALIASES.get(spec["provider"].lower(), spec["provider"])
+    if name != "TensorrtExecutionProvider":
+        return None
+    import onnxruntime as ort
+
+    from asc_deploy.deploy.tensorrt import tensorrt_provider_options
+
+    # Input names from a bare CPU session: the profile must name exactly the graph's inputs.
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    probe = ort.InferenceSession(spec["model_path"], options, providers=["CPUExecutionProvider"])
+    names = [i.name for i in probe.get_inputs()]
+    del probe
+    return tensorrt_provider_options(
+        names,
+        opt_shape=(spec["batch"], spec["sequence"]),
+        max_shape=tuple(spec.get("max_shape") or (spec["batch"], spec["sequence"])),
+        fp16=spec.get("tensorrt_fp16", True),
+    )
 
 
 def _measure_torch(spec: dict[str, Any]) -> dict[str, Any]:

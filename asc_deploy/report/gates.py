@@ -102,6 +102,9 @@ def accuracy_gate(results, recommendation, limit: float, scope: Scope) -> dict[s
     passed = drop <= limit + EPS
     verb = "<=" if passed else ">"
     reason = f"{_label(worst)} drops {fmt_limit(round(drop, 2))} points {verb} {fmt_limit(limit)}"
+    if drop < 0:  # an improvement: say so rather than "drops -0.5"
+        gain = fmt_limit(round(-drop, 2))
+        reason = f"{_label(worst)} gains {gain} points (limit {fmt_limit(limit)})"
     return _gate("max_accuracy_drop", passed, round(drop, 4), limit, reason)
 
 

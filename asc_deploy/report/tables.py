@@ -99,7 +99,7 @@ def main_table(results: dict[str, Any]) -> Table:
             model,
             info.get("kind", MISSING),
             variant,
-            fmt(info.get("layers"), 0),
+            _layers_cell(info),
             fmt(info["parameters"] / 1e6, 1) if info.get("parameters") else MISSING,
             fmt(size / 1e6, 1) if size else MISSING,
             fmt((ev or {}).get("primary")),
@@ -116,6 +116,13 @@ def main_table(results: dict[str, Any]) -> Table:
         "model on the same host, provider and shape)."
     )
     return table
+
+
+def _layers_cell(info: dict[str, Any]) -> str:
+    """Layers kept, and which (1-based) were removed: "4 (-1,3)"."""
+    removed = info.get("removed_layers") or []
+    kept = fmt(info.get("layers"), 0)
+    return f"{kept} (-{','.join(map(str, removed))})" if removed else kept
 
 
 def _latency_cell(results, m: dict[str, Any] | None, index) -> str:

@@ -35,7 +35,9 @@ class Task(ABC):
     data_note: str = ""  # where the data came from, shown in every report that uses it
 
     @abstractmethod
-    def data_identity(self, split: Literal["train", "eval"], max_samples: int | None = None) -> dict:
+    def data_identity(
+        self, split: Literal["train", "eval"], max_samples: int | None = None
+    ) -> dict:
         """What identifies a split's data for cache keys: source files' hashes or hub ids."""
 
     @abstractmethod
@@ -61,6 +63,58 @@ class Task(ABC):
         self, examples: list[Example], predictions: list[dict[str, Any]]
     ) -> dict[str, float]:
         """Metric name -> value (percentages for accuracy/EM/F1, as papers report them)."""
+
+
+class SourcedTask(Task):
+    """A task whose splits come from `DataSource`s: split lookup, caching and sample limits."""
+
+    def __init__(
+        self,
+        name: str,
+        sources: dict,
+        max_samples: dict[str, int | None] | None = None,
+        missing_split_hint: dict[str, str] | None = None,
+    ) -> None:
+        self.name = name
+        self.sources = sources
+        self.max_samples = max_samples or {}
+        self.missing_split_hint = missing_split_hint or {}
+        self._cache: dict[str, list[Example]] = {}
+
+    def source(self, split: Literal["train", "eval"]):
+        from asc_deploy.errors import UserError
+
+        src = self.sources.get(split)
+        if src is None:
+            hint = self.missing_split_hint.get(split, "set task.train_file / task.eval_file")
+            raise UserError(f"task {self.name}: no {split} split available; {hint}")
+        return src
+
+    @abstractmethod
+    def _load(self, split: Literal["train", "eval"]) -> None:
+        """Read `split` into self._cache (a task may fill both splits at once)."""
+
+    def _limit(self, split: str, max_samples: int | None) -> int | None:
+        return max_samples if max_samples is not None else self.max_samples.get(split)
+
+    def load_examples(
+        self, split: Literal["train", "eval"], max_samples: int | None = None
+    ) -> list[Example]:
+        if split not in self._cache:
+            self._load(split)
+        limit = self._limit(split, max_samples)
+        examples = self._cache[split]
+        return examples[:limit] if limit is not None else list(examples)
+
+    def data_identity(
+        self, split: Literal["train", "eval"], max_samples: int | None = None
+    ) -> dict:
+        return {
+            "task": self.name,
+            "split": split,
+            "source": self.source(split).identity(),
+            "max_samples": self._limit(split, max_samples),
+        }
 
 
 def collate(

@@ -8,11 +8,11 @@ import numpy as np
 
 from asc_deploy.data.readers import DataSource, Record
 from asc_deploy.errors import UserError
-from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Example, Feature, Task
+from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Example, Feature, SourcedTask
 from asc_deploy.tasks.metrics import classification_metrics
 
 
-class ClassificationTask(Task):
+class ClassificationTask(SourcedTask):
     family = "classification"
 
     def __init__(
@@ -32,8 +32,7 @@ class ClassificationTask(Task):
     ) -> None:
         if len(label_names) < 2:
             raise UserError(f"task {name}: declare at least two labels (task.labels)")
-        self.name = name
-        self.sources = sources
+        super().__init__(name, sources, max_samples, missing_split_hint)
         # Each column is a name or candidate names (hub name first, then the GLUE file's name).
         self.text_column = _candidates(text_column)
         self.text_pair_column = _candidates(text_pair_column) if text_pair_column else None
@@ -42,39 +41,12 @@ class ClassificationTask(Task):
         self.max_length = max_length
         self.primary_metric = primary_metric
         self.skip_labels = skip_labels  # e.g. SNLI's -1: no annotator consensus, not a class
-        self.max_samples = max_samples or {}
         self.data_note = data_note
-        self.missing_split_hint = missing_split_hint or {}
-        self._cache: dict[str, list[Example]] = {}
 
     # -- data ---------------------------------------------------------------------------------
-    def source(self, split: Literal["train", "eval"]) -> DataSource:
-        src = self.sources.get(split)
-        if src is None:
-            hint = self.missing_split_hint.get(split, "set task.train_file / task.eval_file")
-            raise UserError(f"task {self.name}: no {split} split available; {hint}")
-        return src
-
-    def load_examples(
-        self, split: Literal["train", "eval"], max_samples: int | None = None
-    ) -> list[Example]:
-        if split not in self._cache:
-            src = self.source(split)
-            self._cache[split] = self._to_examples(src.read(), src.describe())
-        limit = max_samples if max_samples is not None else self.max_samples.get(split)
-        examples = self._cache[split]
-        return examples[:limit] if limit is not None else list(examples)
-
-    def data_identity(
-        self, split: Literal["train", "eval"], max_samples: int | None = None
-    ) -> dict:
-        limit = max_samples if max_samples is not None else self.max_samples.get(split)
-        return {
-            "task": self.name,
-            "split": split,
-            "source": self.source(split).identity(),
-            "max_samples": limit,
-        }
+    def _load(self, split: Literal["train", "eval"]) -> None:
+        src = self.source(split)
+        self._cache[split] = self._to_examples(src.read(), src.describe())
 
     def _to_examples(self, records: list[Record], where: str) -> list[Example]:
         text = _pick(self.text_column, records[0], where, "text_column")

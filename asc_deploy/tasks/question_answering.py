@@ -19,13 +19,13 @@ import numpy as np
 from asc_deploy.config import ArticleSplit, QAConfig
 from asc_deploy.data.readers import DataSource, Record
 from asc_deploy.errors import UserError
-from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Example, Feature, Task
+from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Example, Feature, SourcedTask
 from asc_deploy.tasks.squad_metric import best_null_threshold, squad_v2_scores
 
 KEPT_N_BEST = 5  # span candidates written to the predictions file per question
 
 
-class QuestionAnsweringTask(Task):
+class QuestionAnsweringTask(SourcedTask):
     family = "question-answering"
     primary_metric = "f1"
     label_names: list[str] = []
@@ -41,15 +41,11 @@ class QuestionAnsweringTask(Task):
         data_note: str = "",
         missing_split_hint: dict[str, str] | None = None,
     ) -> None:
-        self.name = name
-        self.sources = sources
+        super().__init__(name, sources, max_samples, missing_split_hint)
         self.qa = qa or QAConfig()
         self.version_2 = version_2
         self.article_split = article_split
-        self.max_samples = max_samples or {}
         self._base_note = data_note
-        self.missing_split_hint = missing_split_hint or {}
-        self._cache: dict[str, list[Example]] = {}
 
     @property
     def data_note(self) -> str:
@@ -64,22 +60,6 @@ class QuestionAnsweringTask(Task):
         return f"{self._base_note} ({', '.join(parts)})"
 
     # -- data ---------------------------------------------------------------------------------
-    def source(self, split: Literal["train", "eval"]) -> DataSource:
-        src = self.sources.get(split)
-        if src is None:
-            hint = self.missing_split_hint.get(split, "set task.train_file / task.eval_file")
-            raise UserError(f"task {self.name}: no {split} split available; {hint}")
-        return src
-
-    def load_examples(
-        self, split: Literal["train", "eval"], max_samples: int | None = None
-    ) -> list[Example]:
-        if split not in self._cache:
-            self._load(split)
-        limit = max_samples if max_samples is not None else self.max_samples.get(split)
-        examples = self._cache[split]
-        return examples[:limit] if limit is not None else list(examples)
-
     def _load(self, split: str) -> None:
         if self.article_split is None:
             src = self.source(split)
@@ -94,15 +74,13 @@ class QuestionAnsweringTask(Task):
     def data_identity(
         self, split: Literal["train", "eval"], max_samples: int | None = None
     ) -> dict:
-        limit = max_samples if max_samples is not None else self.max_samples.get(split)
-        source = self.source("eval" if self.article_split else split)
+        identity = super().data_identity("eval" if self.article_split else split, max_samples)
         split_spec = self.article_split.model_dump() if self.article_split else None
         return {
-            "task": self.name,
+            **identity,
             "split": split,
-            "source": source.identity(),
             "article_split": split_spec,
-            "max_samples": limit,
+            "max_samples": self._limit(split, max_samples),
         }
 
     # -- model inputs -------------------------------------------------------------------------
