@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 MODELS ?= .cache/models
 CONFIG ?= benchmarks/configs/default.yaml
 
-.PHONY: install models test test-fast lint format bench bench-quick freeze clean
+.PHONY: install models test test-fast lint format bench bench-quick perf freeze clean
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ bench: install models
 
 bench-quick: install models
 	$(BIN)/asc-deploy run benchmarks/configs/quick.yaml
+
+# The suite's own hot paths (pytest-benchmark), compared with the saved baseline: see benchmarks/README.md.
+perf: install models
+	$(BIN)/pytest -q benchmarks --benchmark-storage=benchmarks/baselines
 
 freeze: install
 	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt

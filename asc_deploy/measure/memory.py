@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import resource
-import shutil
-import subprocess
 import sys
 
 MB = 1024 * 1024
@@ -73,18 +71,10 @@ def gpu_memory_mb(pid: int, smi: str | None = None) -> float | None:
     after the timed loop is its peak. None when nvidia-smi is missing or does not list the pid
     (e.g. inside a container that hides host pids).
     """
-    smi = smi or shutil.which("nvidia-smi")
-    if not smi:
-        return None
-    try:
-        out = subprocess.run(
-            [smi, "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
+    from asc_deploy.measure.system import nvidia_smi
+
+    out = nvidia_smi("--query-compute-apps=pid,used_memory", smi)
+    if out is None:
         return None
     return parse_compute_apps(out, pid)
 

@@ -83,14 +83,14 @@ def memory_gb() -> float | None:
             return None
 
 
-def gpu_info() -> dict | None:
-    """First GPU's name, driver and memory per nvidia-smi; None without one."""
-    smi = shutil.which("nvidia-smi")
+def nvidia_smi(query: str, smi: str | None = None) -> str | None:
+    """`nvidia-smi --query-...=... --format=csv,noheader,nounits` output; None without a GPU."""
+    smi = smi or shutil.which("nvidia-smi")
     if not smi:
         return None
     try:
-        out = subprocess.run(
-            [smi, "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader,nounits"],
+        return subprocess.run(
+            [smi, query, "--format=csv,noheader,nounits"],
             capture_output=True,
             text=True,
             timeout=10,
@@ -98,7 +98,12 @@ def gpu_info() -> dict | None:
         ).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    return parse_gpu_line(out)
+
+
+def gpu_info() -> dict | None:
+    """First GPU's name, driver and memory per nvidia-smi; None without one."""
+    out = nvidia_smi("--query-gpu=name,driver_version,memory.total")
+    return None if out is None else parse_gpu_line(out)
 
 
 def parse_gpu_line(text: str) -> dict | None:
