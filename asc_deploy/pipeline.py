@@ -255,7 +255,7 @@ class Pipeline:
                     force="finetune" in self.force,
                     trust_remote_code=self.cfg.trust_remote_code,
                 )
-            config = load_config(path if spec.finetuned is False else spec.model)
+            config = load_config(path)
             layers = getattr(config, "n_layers", None) or config.num_hidden_layers
             entries.append(
                 ModelEntry(
@@ -370,7 +370,7 @@ class Pipeline:
         )
         artifacts = {"fp32": folder / "fp32"}
         reuse = "export" not in self.force
-        for variant in self.cfg.export.variants:
+        for variant in self._variants_for(entry):
             dest = folder / variant
             if variant == "fp32":
                 continue
@@ -400,6 +400,14 @@ class Pipeline:
                 quantize_artifact(folder / "fp32", dest, "fp16", provider="cuda", reuse=reuse)
             artifacts[variant] = dest
         return artifacts
+
+    def _variants_for(self, entry: ModelEntry) -> list[str]:
+        """The configured variants; the reference also gets ORT int8 when it is a baseline."""
+        variants = list(self.cfg.export.variants)
+        baselines = self.cfg.comparisons.quantized_baselines
+        if entry.kind == "reference" and "ort-dynamic-int8" in baselines:
+            variants += [] if "int8-dynamic" in variants else ["int8-dynamic"]
+        return variants
 
     def _export_features(self, entry: ModelEntry):
         from transformers import AutoTokenizer

@@ -59,10 +59,17 @@ def _config(tmp: Path, name: str, **gates) -> Path:
         "model": str(tmp / "model"),
         "model_finetuned": True,
         "task": {"preset": "sst2", "data_dir": str(tmp / "data"), "max_length": 32},
+        "finetune": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
         "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
         "asc": {"thresholds": [0.9, 0.2]},
-        "comparisons": {"strategies": ["top", "random"], "random_seeds": [1]},
-        "export": {"variants": ["fp32", "int8-dynamic"], "validation_samples": 8},
+        "comparisons": {
+            "strategies": ["top", "random"],
+            "random_seeds": [1],
+            # An off-the-shelf compressed model of another architecture, fine-tuned by the run.
+            "off_the_shelf": [{"name": "tiny-distilbert", "model": str(tmp / "distilbert")}],
+            "quantized_baselines": ["torch-dynamic-int8", "ort-dynamic-int8"],
+        },
+        "export": {"variants": ["fp32"], "validation_samples": 8},
         "bench": {
             "batch_sizes": [1],
             "sequence_lengths": [16],
@@ -86,9 +93,14 @@ def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_tokenizer_dir):
+    from conftest import tiny_model
+    from transformers import AutoTokenizer
+
     tmp = tmp_path_factory.mktemp("pipeline")
     _write_data(tmp / "data")
     _write_model(tmp / "model", tiny_tokenizer_dir)
+    tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(tmp / "distilbert")
     return tmp
 
 
@@ -116,10 +128,16 @@ def test_results_cover_every_model_and_stage(full_run):
     assert expected <= set(names)
     assert names["asc-0.90"]["layers"] == 3 and names["asc-0.90"]["removed_layers"] == [2]
     assert names["top-1"]["removed_layers"] == [4]
+    assert (
+        names["tiny-distilbert"]["kind"] == "off-the-shelf"
+        and names["tiny-distilbert"]["layers"] == 2
+    )
     variants = {(e["model"], e["variant"]) for e in results["evaluations"]}
-    for model in ("uncompressed", "asc-0.90", "asc-0.20"):
-        assert {(model, "torch"), (model, "fp32"), (model, "int8-dynamic")} <= variants
-    assert ("uncompressed", "torch-dynamic-int8") in variants
+    for model in ("uncompressed", "asc-0.90", "asc-0.20", "tiny-distilbert"):
+        assert {(model, "torch"), (model, "fp32")} <= variants
+    # The quantised baselines of the uncompressed model: PyTorch and ONNX Runtime dynamic int8.
+    assert {("uncompressed", "torch-dynamic-int8"), ("uncompressed", "int8-dynamic")} <= variants
+    assert ("asc-0.90", "int8-dynamic") not in variants
     by_key = {(e["model"], e["variant"]): e for e in results["evaluations"]}
     # The fp32 ONNX artifact predicts exactly what its PyTorch model predicts.
     assert by_key[("asc-0.90", "fp32")]["fidelity"]["agreement"] == 1.0 or (
@@ -127,7 +145,8 @@ def test_results_cover_every_model_and_stage(full_run):
     )
     assert by_key[("uncompressed", "torch")]["fidelity"]["agreement"] == 1.0
     measured = {(m["model"], m["variant"]) for m in results["bench"][0]["measurements"]}
-    assert ("asc-0.90", "int8-dynamic") in measured and ("uncompressed", "torch") in measured
+    assert ("asc-0.90", "fp32") in measured and ("uncompressed", "torch") in measured
+    assert ("uncompressed", "int8-dynamic") in measured
     for name in ("report.md", "report.html", "results.json"):
         assert (root / "report" / name).is_file()
     assert (root / "similarity" / "similarity.png").is_file()
