@@ -144,6 +144,13 @@ def optimize_artifact(
         "model_type": ort_model_type(source["model_type"]),
     }
 
+    transform = optimizing_transform(source, target)
+    return variants.derive_variant(parent_dir, dest, "optimized", settings, transform, reuse=reuse)
+
+
+def optimizing_transform(source: dict[str, Any], target: Target, fp16: bool = False):
+    """(src, dst) -> facts: `optimize_graph` with the shapes of the artifact's source model."""
+
     def transform(src: Path, dst: Path) -> dict[str, Any]:
         return optimize_graph(
             src,
@@ -152,7 +159,8 @@ def optimize_artifact(
             source["num_attention_heads"],
             source["hidden_size"],
             source["encoder_layers"],
-            target,
+            target=target,
+            fp16=fp16,
         )
 
-    return variants.derive_variant(parent_dir, dest, "optimized", settings, transform, reuse=reuse)
+    return transform

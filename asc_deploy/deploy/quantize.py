@@ -263,7 +263,7 @@ def quantize_artifact(
 def _fp16_artifact(parent_dir, dest, source: dict[str, Any], provider: str | None, reuse: bool):
     import onnxruntime as ort
 
-    from asc_deploy.deploy.optimize import optimize_graph
+    from asc_deploy.deploy.optimize import optimizing_transform
 
     if provider is None:
         provider = "cuda" if "CUDAExecutionProvider" in ort.get_available_providers() else "cpu"
@@ -274,18 +274,7 @@ def _fp16_artifact(parent_dir, dest, source: dict[str, Any], provider: str | Non
         "keep_io_types": True,
     }
 
-    def transform(src: Path, dst: Path) -> dict[str, Any]:
-        return optimize_graph(
-            src,
-            dst,
-            source["model_type"],
-            source["num_attention_heads"],
-            source["hidden_size"],
-            source["encoder_layers"],
-            target="cuda",
-            fp16=True,
-        )
-
+    transform = optimizing_transform(source, "cuda", fp16=True)
     return variants.derive_variant(
         parent_dir, dest, "fp16", settings, transform, provider=provider, reuse=reuse
     )

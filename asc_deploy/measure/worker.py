@@ -53,16 +53,7 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
     dtypes = {i.name: i.type for i in graph_inputs}
     feeds = [inputs_mod.cast_to_graph(f, dtypes) for f in _feeds(spec, names)]
     fn = ort_run_fn(session, feeds, spec["provider"])
-    _first_run(fn, spec)
-    samples = _time(fn, spec)
-    return {
-        "ok": True,
-        "samples_s": samples,
-        "session_create_ms": round(create_ms, 3),
-        "memory_mb": tracker.report(),
-        "providers": session.get_providers(),
-        "mean_sequence": inputs_mod.mean_sequence(feeds),
-    }
+    return _timed_result(fn, spec, feeds, create_ms, tracker, session.get_providers())
 
 
 def _tensorrt_options(spec: dict[str, Any]) -> dict[str, str] | None:
@@ -111,6 +102,15 @@ def _measure_torch(spec: dict[str, Any]) -> dict[str, Any]:
         )
     feeds = _feeds(spec, torch_runner.model_input_names(model))
     fn = torch_runner.torch_run_fn(model, feeds)
+    return _timed_result(fn, spec, feeds, create_ms, tracker, ["torch-cpu"]) | {
+        "size_bytes": torch_runner.serialized_size(model),
+        "parameters": parameters,
+        "flops_per_example": torch_runner.flops_per_example(model, inputs_mod.mean_sequence(feeds)),
+    }
+
+
+def _timed_result(fn, spec, feeds, create_ms: float, tracker, providers: list[str]) -> dict:
+    """Warm up, time, and report what every measurement reports."""
     _first_run(fn, spec)
     samples = _time(fn, spec)
     return {
@@ -118,11 +118,8 @@ def _measure_torch(spec: dict[str, Any]) -> dict[str, Any]:
         "samples_s": samples,
         "session_create_ms": round(create_ms, 3),
         "memory_mb": tracker.report(),
-        "providers": ["torch-cpu"],
+        "providers": providers,
         "mean_sequence": inputs_mod.mean_sequence(feeds),
-        "size_bytes": torch_runner.serialized_size(model),
-        "parameters": parameters,
-        "flops_per_example": torch_runner.flops_per_example(model, inputs_mod.mean_sequence(feeds)),
     }
 
 
