@@ -10,6 +10,7 @@ Traps handled here (see ../shared/docs/toolchain-notes.md):
 
 from __future__ import annotations
 
+import logging
 import platform
 import tempfile
 from pathlib import Path
@@ -89,14 +90,22 @@ def quantize_dynamic_graph(src: str | Path, dst: str | Path, isa: Isa) -> dict[s
     from onnxruntime.quantization import quantize_dynamic
 
     preset = ISA_PRESETS[isa]
-    quantize_dynamic(
-        str(src),
-        str(dst),
-        weight_type=_quant_type(preset["weight_type"]),
-        per_channel=preset["per_channel"],
-        reduce_range=preset["reduce_range"],
-        extra_options=_fused_graph_options(),
-    )
+    # ORT logs "consider pre-processing" on the root logger for every call; dynamic int8 needs
+    # no calibration shapes, and the variant is validated against its parent anyway.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=_quant_type(preset["weight_type"]),
+            per_channel=preset["per_channel"],
+            reduce_range=preset["reduce_range"],
+            extra_options=_fused_graph_options(),
+        )
+    finally:
+        root.setLevel(level)
     return {"isa": isa, **preset}
 
 
