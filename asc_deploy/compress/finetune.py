@@ -231,6 +231,10 @@ def finetune(
     examples = task.load_examples("train")
     key, identity = _cache_key(model_source, task, examples, r, teacher)
     if not force and _cached(output_dir, key):
+        if progress:
+            from asc_deploy.progress import status_line
+
+            status_line(f"{output_dir}: reusing the cached run (same model, data and recipe)")
         return output_dir
 
     import torch
