@@ -45,7 +45,8 @@ bench-quick: install models
 
 # The suite's own hot paths (pytest-benchmark), compared with the saved baseline: see benchmarks/README.md.
 perf: install models
-	$(BIN)/pytest -q benchmarks --benchmark-storage=benchmarks/baselines
+	$(BIN)/pytest -q benchmarks --benchmark-storage=benchmarks/baselines \
+		--benchmark-compare --benchmark-compare-fail=median:25%
 
 freeze: install
 	$(BIN)/pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
