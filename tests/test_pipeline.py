@@ -107,15 +107,14 @@ def workspace(tmp_path_factory, tiny_tokenizer_dir):
 @pytest.fixture(scope="module")
 def full_run(workspace):
     config = _config(workspace, "full", max_accuracy_drop=100.0)
-    started = time.perf_counter()
     result = _cli("run", str(config))
     assert result.returncode == 0, result.stderr[-3000:]
     root = workspace / "exports" / "full"
-    return root, json.loads((root / "report" / "results.json").read_text()), started
+    return root, json.loads((root / "report" / "results.json").read_text())
 
 
 def test_results_cover_every_model_and_stage(full_run):
-    root, results, _ = full_run
+    root, results = full_run
     assert results["schema"] == "asc-deploy.results/1"
     from asc_deploy.compress.asc import select_redundant_layers
 
@@ -154,18 +153,18 @@ def test_results_cover_every_model_and_stage(full_run):
 
 
 def test_rerun_with_same_inputs_reuses_every_stage(full_run, workspace):
-    root, results, _ = full_run
-    started = time.perf_counter()
+    root, results = full_run
     again = _cli("run", str(workspace / "full.yaml"))
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((root / "report" / "results.json").read_text())
     assert rerun["bench"] == results["bench"]  # not measured again
     assert rerun["evaluations"] == results["evaluations"]
-    assert time.perf_counter() - started < 60
+    # Every stage was reused: nothing fine-tuned, exported or measured again.
+    assert "[stage] bench" not in again.stderr and "[stage] evaluate" not in again.stderr
 
 
 def test_gates_fail_with_one_line_each_and_exit_1(full_run, workspace):
-    root, _, _ = full_run
+    root, _ = full_run
     config = _config(workspace, "full", max_accuracy_drop=100.0, min_speedup=1e6)
     result = _cli("run", str(config))
     assert result.returncode == 1
@@ -174,7 +173,7 @@ def test_gates_fail_with_one_line_each_and_exit_1(full_run, workspace):
 
 
 def test_interrupted_run_resumes_to_the_same_results(full_run, workspace):
-    _, full, _ = full_run
+    _, full = full_run
     # Same inputs under another run name: copy nothing, kill mid-way, then resume.
     config = _config(workspace, "resumed", max_accuracy_drop=100.0)
     root = workspace / "exports" / "resumed"
