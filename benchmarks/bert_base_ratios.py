@@ -22,6 +22,9 @@ from rich.console import Console
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
+
+from bench_models import export_bert_onnx  # noqa: E402
 
 from asc_deploy.fsutil import write_json_atomic  # noqa: E402
 from asc_deploy.measure import harness  # noqa: E402
@@ -67,19 +70,7 @@ def build_models(work: Path) -> dict[str, Path]:
 
 
 def export(model, dest: Path) -> None:
-    import torch
-
-    ids = torch.randint(1000, 2000, (1, 128))
-    torch.onnx.export(
-        model,
-        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-        str(dest),
-        input_names=INPUT_NAMES,
-        output_names=["logits"],
-        dynamic_axes={k: {0: "batch", 1: "sequence"} for k in INPUT_NAMES},
-        opset_version=17,
-        dynamo=False,  # TorchScript export: the graph ORT fuses attention on
-    )
+    export_bert_onnx(model, dest, sequence=128)
 
 
 def quantize(src: Path, dest: Path) -> None:

@@ -11,7 +11,9 @@ that timing overhead would show, small enough to keep the suite at seconds.
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +22,9 @@ from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_wor
 from asc_deploy.measure.inputs import fixed_feed
 from asc_deploy.measure.latency import ort_run_fn, summarize_ms, time_callable
 from asc_deploy.measure.ort_runner import create_session, run_logits
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from bench_models import export_bert_onnx  # noqa: E402
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 ROUNDS = 9
@@ -42,17 +47,7 @@ def small_bert(tmp_path_factory):
     )
     model = BertForSequenceClassification(config).eval()
     path = tmp_path_factory.mktemp("bench") / "small-bert.onnx"
-    ids = torch.randint(5, 1000, (1, 64))
-    torch.onnx.export(
-        model,
-        (ids, torch.ones_like(ids), torch.zeros_like(ids)),
-        str(path),
-        input_names=NAMES,
-        output_names=["logits"],
-        opset_version=17,
-        dynamo=False,
-        dynamic_axes={k: {0: "batch", 1: "sequence"} for k in NAMES},
-    )
+    export_bert_onnx(model, path, sequence=64)
     return path
 
 

@@ -28,16 +28,10 @@ RUN_IDS = itertools.count()  # each round writes a fresh folder: reuse would ski
 @pytest.fixture(scope="module")
 def small_model_dir(tmp_path_factory):
     import torch
-    from conftest import _WORDS, SPECIAL
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from conftest import write_tiny_tokenizer
+    from transformers import BertConfig, BertForSequenceClassification
 
-    folder = tmp_path_factory.mktemp("bench-model")
-    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
-    vocab = folder / "vocab.txt"
-    vocab.write_text(
-        "\n".join(dict.fromkeys(SPECIAL + _WORDS + letters + ["##" + c for c in letters]))
-    )
-    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    folder = write_tiny_tokenizer(tmp_path_factory.mktemp("bench-model"))
     torch.manual_seed(0)
     config = BertConfig(
         hidden_size=128,

@@ -11,13 +11,14 @@ INPUT_NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 MAX_POSITIONS = 128  # tiny_config's max_position_embeddings
 
 
-def export_tiny_bert(dest: Path, num_layers: int = 2) -> Path:
-    """The conftest tiny BERT classifier as a TorchScript-exported ONNX graph (dynamic axes)."""
-    import torch
-    from conftest import tiny_model
+def export_bert_onnx(model, dest: Path, sequence: int = 16) -> Path:
+    """A BERT-style classifier as a TorchScript-exported ONNX graph with dynamic batch/sequence.
 
-    model = tiny_model("bert", "classification", num_layers)
-    ids = torch.randint(5, 100, (1, 16))
+    TorchScript (dynamo=False) is the export ORT's transformer optimiser fuses attention on.
+    """
+    import torch
+
+    ids = torch.randint(5, 100, (1, sequence))
     dest.parent.mkdir(parents=True, exist_ok=True)
     torch.onnx.export(
         model,
@@ -30,6 +31,13 @@ def export_tiny_bert(dest: Path, num_layers: int = 2) -> Path:
         dynamo=False,
     )
     return dest
+
+
+def export_tiny_bert(dest: Path, num_layers: int = 2) -> Path:
+    """The conftest tiny BERT classifier as ONNX."""
+    from conftest import tiny_model
+
+    return export_bert_onnx(tiny_model("bert", "classification", num_layers), dest)
 
 
 def make_artifact(folder: Path, onnx_path: Path, name: str = "tiny", variant: str = "fp32") -> Path:

@@ -26,19 +26,22 @@ _WORDS = (
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 
-@pytest.fixture(scope="session")
-def tiny_tokenizer_dir(tmp_path_factory) -> Path:
-    """A saved BERT WordPiece tokenizer folder (loaded with from_pretrained, never vocab_file=)."""
+def write_tiny_tokenizer(folder: Path) -> Path:
+    """Save a BERT WordPiece tokenizer folder (loaded with from_pretrained, never vocab_file=)."""
     from transformers import BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny_tokenizer")
+    folder.mkdir(parents=True, exist_ok=True)
     vocab = folder / "vocab.txt"
     letters = [chr(c) for c in range(ord("a"), ord("z") + 1)] + list("0123456789.,!?'-")
     tokens = SPECIAL + _WORDS + letters + ["##" + c for c in letters]
     vocab.write_text("\n".join(dict.fromkeys(tokens)) + "\n")  # no duplicates: ids stay dense
-    tok = BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True)
-    tok.save_pretrained(folder)
+    BertTokenizerFast(vocab_file=str(vocab), do_lower_case=True).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tokenizer_dir(tmp_path_factory) -> Path:
+    return write_tiny_tokenizer(tmp_path_factory.mktemp("tiny_tokenizer"))
 
 
 ARCHS = ("bert", "roberta", "distilbert", "mpnet", "electra")
