@@ -215,3 +215,28 @@ def test_qa_finetune_with_distillation_runs(tmp_path, shared_data, tiny_model_di
     record = json.loads((out / "finetune.json").read_text())
     assert record["steps"] == 3 and record["recipe"]["distillation"]
     assert record["data"]["encoding"]["qa"]["max_length"] == 96
+
+
+def test_cache_key_holds_the_data_content_not_where_the_run_started(tmp_path, tiny_model_dir):
+    from asc_deploy.compress.finetune import _cache_key
+
+    folder = tmp_path / "data" / "sst2"
+    folder.mkdir(parents=True)
+    rows = "text\tlabel\n" + "".join(f"the movie {i} was good\t{i % 2}\n" for i in range(8))
+    (folder / "train.tsv").write_text(rows)
+    (folder / "dev.tsv").write_text(rows)
+    shallow, deep = tmp_path / "run", tmp_path / "run" / "a" / "b"
+    deep.mkdir(parents=True)
+    source, recipe = tiny_model_dir("bert"), resolve_recipe(_recipe())
+
+    def key_from(root):
+        task = build_task(TaskConfig(preset="sst2", data_dir=tmp_path / "data"), project_root=root)
+        return _cache_key(source, task, task.load_examples("train"), recipe, None), task.data_note
+
+    (key_a, identity), note_a = key_from(shallow)
+    (key_b, _), note_b = key_from(deep)
+    assert note_a != note_b  # the note shows the data relative to the working folder...
+    assert key_a == key_b  # ...but the same files are the same run
+    assert identity["data_note"] == note_a  # and the note is still recorded
+    (folder / "train.tsv").write_text(rows.replace("good\t0", "good\t1"))
+    assert key_from(shallow)[0][0] != key_a  # other content, another key

@@ -1,11 +1,13 @@
 """One trainer for the base fine-tune and the recovery fine-tune after pruning.
 
 Recipes resolve a `FinetuneConfig` (a preset plus explicit overrides) into concrete settings.
-Optional knowledge distillation mixes the task loss with a soft-target KL divergence to a
-teacher's logits (temperature T, scaled by T^2 so gradients keep their size; start and end logits
-for QA). Runs are seeded and deterministic on CPU, and cached: the output folder records a hash of
-(model folder, training examples, encoding settings, recipe, teacher), and a rerun with the same
-inputs returns at once.
+Optional knowledge distillation from a teacher (the uncompressed model) adds weighted terms to
+the task loss: a soft-target KL divergence to the teacher's logits (temperature T, scaled by T^2
+so gradients keep their size; start and end logits for QA), a hidden-state loss (cosine or MSE)
+and an attention-map loss between each student layer and the teacher layer it was
+(`distillation.py`). Runs are seeded and deterministic on CPU, and cached: the output folder
+records a hash of (model folder, training examples' content, encoding settings, recipe, layer
+map, teacher), and a rerun with the same inputs returns at once.
 """
 
 from __future__ import annotations
@@ -20,6 +22,13 @@ from typing import Any
 
 import numpy as np
 
+from asc_deploy.compress.distillation import (
+    LayerPairs,
+    attention_loss,
+    distillation_loss,
+    hidden_state_loss,
+    layer_pairs,
+)
 from asc_deploy.config import FinetuneConfig
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import atomic_dir, hash_folder, hash_json, read_json, write_json_atomic
@@ -48,7 +57,15 @@ class Recipe:
     seed: int
     distillation: bool
     distill_temperature: float
-    distill_alpha: float
+    distill_alpha: float  # soft targets weigh alpha, the task loss 1 - alpha
+    distill_hidden_weight: float  # 0 = off
+    distill_hidden_loss: str  # cosine | mse
+    distill_attention_weight: float  # 0 = off
+
+    @property
+    def matches_layers(self) -> bool:
+        """True when a term compares student layers with teacher layers (needs the layer map)."""
+        return self.distill_hidden_weight > 0 or self.distill_attention_weight > 0
 
 
 _PAPER = dict(weight_decay=0.0, warmup_ratio=0.0, grad_clip=None, scheduler="none", max_steps=None)
@@ -112,6 +129,8 @@ def resolve_recipe(cfg: FinetuneConfig) -> Recipe:
 
 
 def _check(r: Recipe) -> None:
+    # FinetuneConfig bounds the same fields, but `model_copy(update=...)` (CLI overrides) skips
+    # pydantic validation, so the resolved recipe is checked again here.
     problems = [
         (r.batch_size < 1, f"batch_size must be >= 1 (got {r.batch_size})"),
         (r.learning_rate <= 0, f"learning_rate must be > 0 (got {r.learning_rate})"),
@@ -125,6 +144,18 @@ def _check(r: Recipe) -> None:
         (
             r.distill_temperature <= 0,
             f"distill_temperature must be > 0 (got {r.distill_temperature})",
+        ),
+        (
+            r.distill_hidden_weight < 0,
+            f"distill_hidden_weight must be >= 0 (got {r.distill_hidden_weight})",
+        ),
+        (
+            r.distill_hidden_loss not in ("cosine", "mse"),
+            f"distill_hidden_loss must be cosine or mse (got {r.distill_hidden_loss!r})",
+        ),
+        (
+            r.distill_attention_weight < 0,
+            f"distill_attention_weight must be >= 0 (got {r.distill_attention_weight})",
         ),
     ]
     for bad, message in problems:
@@ -180,19 +211,6 @@ def pad_to_width(
 
 
 # -- losses ---------------------------------------------------------------------------------------
-def distillation_loss(student_logits, teacher_logits, temperature: float, mask=None):
-    """KL(teacher_T || student_T) * T^2 averaged over rows; `mask` drops padded positions (QA)."""
-    import torch.nn.functional as F
-
-    if mask is not None:
-        student_logits = student_logits.masked_fill(mask == 0, -1e4)
-        teacher_logits = teacher_logits.masked_fill(mask == 0, -1e4)
-    log_p_student = F.log_softmax(student_logits / temperature, dim=-1)
-    p_teacher = F.softmax(teacher_logits / temperature, dim=-1)
-    kl = F.kl_div(log_p_student, p_teacher, reduction="batchmean")
-    return kl * temperature**2
-
-
 def _distill_term(out, teacher_out, recipe: Recipe, attention_mask):
     if "logits" in out and out.get("logits") is not None:
         return distillation_loss(out.logits, teacher_out.logits, recipe.distill_temperature)
@@ -221,15 +239,16 @@ def finetune(
     Skipped (returns at once) when `output_dir` already holds a run with the same cache key.
     """
     r = resolve_recipe(recipe)
-    if r.distillation and teacher is None:
+    if (r.distillation or r.matches_layers) and teacher is None:
         raise UserError(
             "finetune: distillation is on but no teacher model was given (--distill-from)"
         )
     if teacher is not None and not r.distillation:
         r = Recipe(**{**asdict(r), "distillation": True})
+    pairs = _layer_map(model_source, teacher, r, trust_remote_code)
     output_dir = Path(output_dir)
     examples = task.load_examples("train")
-    key, identity = _cache_key(model_source, task, examples, r, teacher)
+    key, identity = _cache_key(model_source, task, examples, r, teacher, pairs)
     if not force and _cached(output_dir, key):
         if progress:
             from asc_deploy.progress import status_line
@@ -242,6 +261,13 @@ def finetune(
     _seed_everything(r.seed)
     model, tokenizer = _load(model_source, task, trust_remote_code)
     teacher_model = _load(teacher, task, trust_remote_code)[0] if teacher is not None else None
+    if r.distill_attention_weight > 0:
+        # Fused (SDPA) attention never materialises the probabilities the attention loss needs.
+        # Models on transformers' attention interface switch here; the older BERT-family
+        # classes cannot switch (transformers warns) but fall back to eager when asked for them.
+        for m in (model, teacher_model):
+            if m.config._attn_implementation != "eager":
+                m.set_attn_implementation("eager")
     features = task.encode(tokenizer, examples, for_training=True)
     steps = total_steps(r, len(features))
     batches = plan_batches([len(f["input_ids"]) for f in features], r, steps)
@@ -250,6 +276,7 @@ def finetune(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     width = _max_length(task)
     losses: list[float] = []
+    terms: dict[str, list[float]] = {}
     tokens = 0
     accepted = _accepted(model)
     model.train()
@@ -260,7 +287,7 @@ def finetune(
             if not r.dynamic_padding:
                 batch = pad_to_width(batch, width, pad_id)
             inputs = {k: torch.from_numpy(v) for k, v in batch.items() if k in accepted}
-            loss = _step_loss(model, teacher_model, inputs, r)
+            loss, parts = _step_loss(model, teacher_model, inputs, r, pairs)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if r.grad_clip:
@@ -268,6 +295,8 @@ def finetune(
             optimizer.step()
             scheduler.step()
             losses.append(float(loss.detach()))
+            for name, value in parts.items():
+                terms.setdefault(name, []).append(value)
             tokens += int(batch["input_ids"].size)
             bar.update(losses[-1], len(indices), time.perf_counter() - started)
     seconds = time.perf_counter() - started
@@ -275,6 +304,8 @@ def finetune(
     summary = _summary(
         r, key, identity, model_source, teacher, task, losses, seconds, tokens, len(features)
     )
+    summary["distill_layer_map"] = pairs
+    summary["loss_terms"] = {name: _first_and_final(values) for name, values in terms.items()}
     with atomic_dir(output_dir) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
@@ -282,19 +313,58 @@ def finetune(
     return output_dir
 
 
-def _step_loss(model, teacher_model, inputs: dict, r: Recipe):
+def _step_loss(model, teacher_model, inputs: dict, r: Recipe, pairs: LayerPairs | None):
+    """The weighted training loss and each unweighted term's value (for the record)."""
     import torch
 
-    out = model(**inputs)
+    wanted = {
+        "output_hidden_states": r.distill_hidden_weight > 0,
+        "output_attentions": r.distill_attention_weight > 0,
+    }
     if teacher_model is None:
-        return out.loss
+        out = model(**inputs)
+        return out.loss, {"task": float(out.loss.detach())}
+    out = model(**inputs, **wanted)
     model_inputs = {
         k: v for k, v in inputs.items() if k not in ("labels", "start_positions", "end_positions")
     }
     with torch.no_grad():
-        teacher_out = teacher_model(**model_inputs)
-    soft = _distill_term(out, teacher_out, r, inputs.get("attention_mask"))
-    return r.distill_alpha * soft + (1 - r.distill_alpha) * out.loss
+        teacher_out = teacher_model(**model_inputs, **wanted)
+    mask = inputs.get("attention_mask")
+    weighted = [(1 - r.distill_alpha, "task", out.loss)]
+    if r.distill_alpha > 0:
+        weighted.append((r.distill_alpha, "soft", _distill_term(out, teacher_out, r, mask)))
+    if r.distill_hidden_weight > 0:
+        hidden = hidden_state_loss(
+            out.hidden_states, teacher_out.hidden_states, pairs, mask, r.distill_hidden_loss
+        )
+        weighted.append((r.distill_hidden_weight, "hidden", hidden))
+    if r.distill_attention_weight > 0:
+        attention = attention_loss(out.attentions, teacher_out.attentions, pairs, mask)
+        weighted.append((r.distill_attention_weight, "attention", attention))
+    loss = sum(weight * term for weight, _, term in weighted)
+    return loss, {name: float(term.detach()) for _, name, term in weighted}
+
+
+def _layer_map(model_source, teacher, r: Recipe, trust_remote_code: bool) -> LayerPairs | None:
+    """The student-to-teacher hidden-state map when a term needs it, checked before training."""
+    if not r.matches_layers:
+        return None
+    from asc_deploy.models.loading import load_config
+
+    student = load_config(model_source, trust_remote_code)
+    master = load_config(teacher, trust_remote_code)
+    if student.hidden_size != master.hidden_size:
+        raise UserError(
+            f"finetune: the student's hidden size {student.hidden_size} differs from the "
+            f"teacher's {master.hidden_size}; hidden-state and attention losses need equal widths"
+        )
+    return layer_pairs(model_source, student.num_hidden_layers, master.num_hidden_layers)
+
+
+def _first_and_final(values: list[float]) -> dict[str, float]:
+    tail = values[-min(len(values), 20) :]
+    return {"first": values[0], "final": sum(tail) / len(tail)}
 
 
 def _load(source, task: Task, trust_remote_code: bool):
@@ -381,7 +451,15 @@ def _source_identity(source: str | Path | None) -> str | None:
     return f"folder:{hash_folder(path)}" if path.is_dir() else f"hub:{source}"
 
 
-def _cache_key(model_source, task: Task, examples, r: Recipe, teacher) -> tuple[str, dict]:
+def _cache_key(
+    model_source, task: Task, examples, r: Recipe, teacher, pairs: LayerPairs | None = None
+) -> tuple[str, dict]:
+    """The run's hash and the data identity to record.
+
+    The data is keyed by content (the examples' hash, the source files' names and hashes), never
+    by where it lies: the task's data note shows paths relative to the working folder, so keying
+    on it retrained the same run when it was started from another folder. The note is recorded.
+    """
     encoding = {"max_length": getattr(task, "max_length", None)}
     if getattr(task, "qa", None) is not None:
         encoding["qa"] = task.qa.model_dump()
@@ -390,7 +468,6 @@ def _cache_key(model_source, task: Task, examples, r: Recipe, teacher) -> tuple[
         "examples": len(examples),
         "examples_hash": hash_json(examples),
         "source": task.data_identity("train") if hasattr(task, "data_identity") else None,
-        "data_note": task.data_note,
         "labels": list(task.label_names),
         "encoding": encoding,
     }
@@ -401,9 +478,10 @@ def _cache_key(model_source, task: Task, examples, r: Recipe, teacher) -> tuple[
             "teacher": _source_identity(teacher),
             "data": identity,
             "recipe": asdict(r),
+            "distill_layer_map": pairs,
         }
     )
-    return key, identity
+    return key, {**identity, "data_note": task.data_note}
 
 
 def _cached(output_dir: Path, key: str) -> bool:
