@@ -70,8 +70,12 @@ class FinetuneConfig(Strict):
     group_by_length: bool | None = None
     seed: int = 42
     distillation: bool = False
-    distill_temperature: float = 2.0
-    distill_alpha: float = 0.5  # weight of the soft-target loss
+    distill_temperature: float = Field(2.0, gt=0)
+    distill_alpha: float = Field(0.5, ge=0, le=1)  # soft targets; the task loss weighs 1 - alpha
+    # Hidden-state loss vs the teacher layer each student layer was (0 = off); cosine or mse.
+    distill_hidden_weight: float = Field(0.0, ge=0)
+    distill_hidden_loss: Literal["cosine", "mse"] = "cosine"
+    distill_attention_weight: float = Field(0.0, ge=0)  # TinyBERT attention-map MSE (0 = off)
 
 
 class ASCConfig(Strict):
