@@ -1,0 +1,273 @@
+"""Is a compressed model's score really different from the reference's? Paired statistics.
+
+Both models are scored on the same evaluation examples, so each comparison is paired by example
+id (`fidelity.align`):
+
+- per-example scores, in points (x100): classification `accuracy` = correct 0/1; QA `exact` = EM
+  0/1 and `f1` = the official SQuAD F1 of that question;
+- the difference of the means (other - reference) with a 95% paired bootstrap interval
+  (`scipy.stats.bootstrap`, paired=True, 2000 resamples, seeded). The percentile method, not
+  BCa: two artifacts that predict alike on every example (fp32 vs optimised ONNX) give equal
+  differences everywhere, where the percentile interval collapses to that value and BCa is
+  undefined (NaN, its acceleration is 0/0); and for a mean over hundreds of bounded
+  per-example differences the bootstrap distribution is near symmetric, so BCa would move the
+  ends little;
+- classification adds the exact McNemar test: a two-sided binomial test (p = 0.5) on the
+  discordant pairs, b = reference right & other wrong, c = reference wrong & other right;
+  p = 1 when b + c = 0;
+- a difference is *significant* when the interval excludes 0 and, for classification, McNemar's
+  p < 0.05 as well (both must agree; a borderline case where they do not is reported as not
+  significant);
+- random baselines over several seeds: mean and sample standard deviation (ddof=1; none for one
+  seed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from asc_deploy.errors import UserError
+
+Family = Literal["classification", "question-answering"]
+CONFIDENCE = 0.95
+RESAMPLES = 2000
+SEED = 0
+SIGNIFICANCE = 0.05
+METHOD = "percentile"
+MINUS = "\u2212"  # the typographic minus of the report's phrases
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Discordant pairs and the exact two-sided McNemar p-value."""
+
+    b: int  # reference right, other wrong
+    c: int  # reference wrong, other right
+    p_value: float
+
+
+@dataclass(frozen=True)
+class PairedComparison:
+    """One metric of one model against the reference on the same examples, in points."""
+
+    metric: str
+    n: int
+    reference: float
+    other: float
+    delta: float  # other - reference
+    ci_low: float
+    ci_high: float
+    confidence: float
+    p_value: float | None  # exact McNemar (classification); None where there is no such test
+    discordant: McNemar | None
+    significant: bool
+    test: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "phrase": self.phrase()}
+
+    def phrase(self) -> str:
+        """E.g. '−0.4 [−1.3, +0.5], not significant (McNemar p = 0.41)'."""
+        text = f"{_signed(self.delta)} [{_signed(self.ci_low)}, {_signed(self.ci_high)}], "
+        text += "significant" if self.significant else "not significant"
+        if self.p_value is not None:
+            text += f" (McNemar {_p(self.p_value)})"
+        return text
+
+
+@dataclass(frozen=True)
+class SeedSummary:
+    """A score over several seeds: mean and sample standard deviation (None for one seed)."""
+
+    mean: float
+    sd: float | None
+    n: int
+    values: tuple[float, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "values": list(self.values), "phrase": self.phrase()}
+
+    def phrase(self) -> str:
+        """E.g. '81.2 ± 0.9 (3 seeds)' or '81.2 (1 seed)'."""
+        if self.sd is None:
+            return f"{self.mean:.1f} (1 seed)"
+        return f"{self.mean:.1f} \u00b1 {self.sd:.1f} ({self.n} seeds)"
+
+
+# -- per-example scores ---------------------------------------------------------------------------
+def per_example_scores(records: Sequence[dict[str, Any]], family: Family) -> dict[str, np.ndarray]:
+    """Metric name -> one score per record in points: accuracy (classification); exact, f1 (QA)."""
+    if family == "classification":
+        from asc_deploy.measure.fidelity import is_correct
+
+        return {"accuracy": 100.0 * np.array([is_correct(r) for r in records], dtype=float)}
+    if family == "question-answering":
+        from asc_deploy.tasks.squad_metric import raw_scores
+
+        ids = [str(i) for i in range(len(records))]  # positions: ids are checked by the caller
+        exact, f1 = raw_scores(
+            {q: r["gold"] for q, r in zip(ids, records, strict=True)},
+            {q: r["prediction"] or "" for q, r in zip(ids, records, strict=True)},
+        )
+        return {
+            "exact": 100.0 * np.array([exact[q] for q in ids], dtype=float),
+            "f1": 100.0 * np.array([f1[q] for q in ids], dtype=float),
+        }
+    raise UserError(
+        f"unknown task family '{family}'; expected classification or question-answering"
+    )
+
+
+# -- tests ----------------------------------------------------------------------------------------
+def paired_bootstrap_ci(
+    reference: np.ndarray,
+    other: np.ndarray,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of mean(other) - mean(reference), resampling examples."""
+    from scipy.stats import bootstrap
+
+    def mean_difference(ref, oth, axis=-1):
+        return np.mean(oth, axis=axis) - np.mean(ref, axis=axis)
+
+    result = bootstrap(
+        (np.asarray(reference, dtype=float), np.asarray(other, dtype=float)),
+        mean_difference,
+        paired=True,
+        vectorized=True,
+        n_resamples=n_resamples,
+        batch=200,  # bounds memory: 200 resamples of the whole set at a time
+        confidence_level=confidence,
+        method=METHOD,
+        rng=np.random.default_rng(seed),
+    )
+    interval = result.confidence_interval
+    return float(interval.low), float(interval.high)
+
+
+def mcnemar_exact(reference_correct: Sequence[bool], other_correct: Sequence[bool]) -> McNemar:
+    """Exact two-sided McNemar test on paired right/wrong outcomes."""
+    from scipy.stats import binomtest
+
+    ref = np.asarray(reference_correct, dtype=bool)
+    oth = np.asarray(other_correct, dtype=bool)
+    b = int(np.sum(ref & ~oth))
+    c = int(np.sum(~ref & oth))
+    p_value = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    return McNemar(b=b, c=c, p_value=p_value)
+
+
+def compare_scores(
+    metric: str,
+    reference: np.ndarray,
+    other: np.ndarray,
+    with_mcnemar: bool,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> PairedComparison:
+    """Paired comparison of per-example scores in points (McNemar needs 0/100 scores)."""
+    reference, other = np.asarray(reference, dtype=float), np.asarray(other, dtype=float)
+    if reference.shape != other.shape or reference.ndim != 1:
+        raise UserError("paired scores need one score per example on both sides")
+    if len(reference) < 2:
+        raise UserError(
+            f"a paired comparison needs at least 2 examples (got {len(reference)}); "
+            "evaluate on more examples"
+        )
+    low, high = paired_bootstrap_ci(reference, other, confidence, n_resamples, seed)
+    discordant = mcnemar_exact(reference > 0, other > 0) if with_mcnemar else None
+    excludes_zero = low > 0 or high < 0
+    agrees = discordant is None or discordant.p_value < SIGNIFICANCE
+    test = f"paired bootstrap ({METHOD}, {n_resamples} resamples, seed {seed})"
+    return PairedComparison(
+        metric=metric,
+        n=len(reference),
+        reference=float(reference.mean()),
+        other=float(other.mean()),
+        delta=float(other.mean() - reference.mean()),
+        ci_low=low,
+        ci_high=high,
+        confidence=confidence,
+        p_value=discordant.p_value if discordant else None,
+        discordant=discordant,
+        significant=excludes_zero and agrees,
+        test=test + (" + exact McNemar" if discordant else ""),
+    )
+
+
+def compare_predictions(
+    reference: Sequence[dict[str, Any]],
+    other: Sequence[dict[str, Any]],
+    family: Family,
+    confidence: float = CONFIDENCE,
+    n_resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, PairedComparison]:
+    """Every per-example metric of `other` vs `reference`, examples aligned by id.
+
+    Classification: {"accuracy"} with McNemar; QA: {"exact", "f1"}. A UserError when the two
+    record lists do not cover the same ids.
+    """
+    from asc_deploy.measure.fidelity import align
+
+    ref, oth, _, _ = align(reference, other)
+    ref_scores, other_scores = per_example_scores(ref, family), per_example_scores(oth, family)
+    return {
+        metric: compare_scores(
+            metric,
+            ref_scores[metric],
+            other_scores[metric],
+            with_mcnemar=family == "classification",
+            confidence=confidence,
+            n_resamples=n_resamples,
+            seed=seed,
+        )
+        for metric in ref_scores
+    }
+
+
+def compare_prediction_files(
+    reference: str | Path, other: str | Path, family: Family, seed: int = SEED
+) -> dict[str, PairedComparison]:
+    """`compare_predictions` on two predictions.jsonl files (`evaluation.save_predictions`)."""
+    from asc_deploy.tasks.evaluation import load_predictions
+
+    for path in (reference, other):
+        if not Path(path).is_file():
+            raise UserError(f"predictions file not found: {path}; evaluate the model first")
+    return compare_predictions(
+        load_predictions(reference), load_predictions(other), family, seed=seed
+    )
+
+
+def seed_summary(values: Sequence[float]) -> SeedSummary:
+    """Mean and sample standard deviation (ddof=1) of a score over seeds; sd None for one seed."""
+    if not values:
+        raise UserError("no seed results to summarise; run the random baseline with random_seeds")
+    array = np.asarray(values, dtype=float)
+    sd = float(np.std(array, ddof=1)) if len(array) > 1 else None
+    return SeedSummary(
+        mean=float(array.mean()), sd=sd, n=len(array), values=tuple(map(float, array))
+    )
+
+
+# -- words ----------------------------------------------------------------------------------------
+def _signed(value: float) -> str:
+    rounded = round(value, 1)
+    if rounded == 0:
+        return "0.0"
+    return f"{rounded:+.1f}".replace("-", MINUS)
+
+
+def _p(value: float) -> str:
+    if value < 0.001:
+        return "p < 0.001"
+    return f"p = {value:.3f}" if value < 0.1 else f"p = {value:.2f}"
