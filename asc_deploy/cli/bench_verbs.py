@@ -29,6 +29,17 @@ TorchDir = Annotated[Path | None, Opt("--torch", help="Also time this PyTorch mo
 Config = Annotated[Path | None, Opt("--config", help="Run config YAML: its bench section.")]
 Output = Annotated[Path, Opt("--output", "-o", help="Where bench.json goes.")]
 Json = Annotated[bool, Opt("--json", help="Print the result as JSON.")]
+Scenario = Annotated[
+    list[str] | None,
+    Opt("--scenario", help="SingleStream/Server/Offline with MLPerf LoadGen (repeat)."),
+]
+Bound = Annotated[float | None, Opt("--latency-bound-ms", help="Server: p99 bound (ms).")]
+TargetQps = Annotated[float | None, Opt("--target-qps", help="Server: one rate, no search.")]
+ScenarioSec = Annotated[float | None, Opt("--scenario-seconds", help="LoadGen min duration.")]
+MinQueries = Annotated[int | None, Opt("--min-queries", help="LoadGen min query count.")]
+MaxBatch = Annotated[int | None, Opt("--max-batch-size", help="Server dynamic batching.")]
+QueueDelay = Annotated[float | None, Opt("--max-queue-delay-ms", help="Server batch wait (ms).")]
+Instances = Annotated[int | None, Opt("--instances", help="Server sessions, a thread each.")]
 
 
 def bench(
@@ -48,11 +59,20 @@ def bench(
     config: Config = None,
     output: Output = Path("bench.json"),
     as_json: Json = False,
+    scenario: Scenario = None,
+    latency_bound_ms: Bound = None,
+    target_qps: TargetQps = None,
+    scenario_seconds: ScenarioSec = None,
+    min_queries: MinQueries = None,
+    max_batch_size: MaxBatch = None,
+    max_queue_delay_ms: QueueDelay = None,
+    instances: Instances = None,
 ) -> None:
     """Latency, throughput and memory of ONNX artifacts, each measurement in a fresh process.
 
     Defaults come from the run config's bench section (--config) or BenchConfig's defaults;
-    options given here override them.
+    options given here override them. With --scenario, MLPerf LoadGen runs the serving
+    scenarios on the artifacts' real queries instead of the batch x sequence grid.
     """
     from asc_deploy.config import BenchConfig, load_run_config
     from asc_deploy.measure import harness
@@ -72,13 +92,33 @@ def bench(
         rounds=rounds,
         noise_threshold=noise_threshold,
     ).validated()
+    scenarios = None
+    if scenario:
+        from asc_deploy.measure import scenarios as scen
+
+        scenarios = scen.scenario_config(
+            getattr(base, "scenarios", None),  # the bench config's `scenarios` part, once wired
+            run=scenario,
+            latency_bound_ms=latency_bound_ms,
+            server_target_qps=target_qps,
+            min_duration_s=scenario_seconds,
+            min_query_count=min_queries,
+            max_batch_size=max_batch_size,
+            max_queue_delay_ms=max_queue_delay_ms,
+            server_instances=instances,
+        )
     resolved = harness.resolve_targets(targets)
     if torch_dir is not None:
         resolved += harness.torch_targets(torch_dir)
-    doc = _run_with_progress(harness, resolved, settings, quiet=as_json)
+    if scenarios is not None:
+        doc = _run_scenarios(resolved, settings, scenarios, quiet=as_json)
+    else:
+        doc = _run_with_progress(harness, resolved, settings, quiet=as_json)
     harness.write_bench(doc, output)
     if as_json:
         typer.echo(json.dumps(doc, indent=2))
+    elif scenarios is not None:
+        _print_scenarios(doc, output)
     else:
         _print_table(doc, output)
 
@@ -109,6 +149,45 @@ def _run_with_progress(harness, targets, settings, quiet: bool) -> dict:
     console = Console(stderr=True, quiet=quiet)
     with console.status("benchmarking") as status:
         return harness.run_bench(targets, settings, progress=lambda text: status.update(text))
+
+
+def _run_scenarios(targets, settings, config, quiet: bool) -> dict:
+    from rich.console import Console
+
+    from asc_deploy.measure import scenarios as scen
+
+    console = Console(stderr=True, quiet=quiet)
+    with console.status("LoadGen") as status:
+        records = scen.run_scenarios(targets, settings, config, lambda text: status.update(text))
+    return scen.bench_document(records, settings, config)
+
+
+def _print_scenarios(doc: dict, output: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"serving scenarios (MLPerf LoadGen) -> {output}")
+    for column in ("model", "variant", "provider", "scenario", "result", "value", "p99 ms"):
+        table.add_column(column)
+    for r in doc["scenarios"]:
+        unit = {"SingleStream": "ms p90", "Server": "QPS", "Offline": "/s"}[r["scenario"]]
+        value = "INVALID" if r["value"] is None else f"{r['value']:g} {unit}"
+        if r["scenario"] == "Server":
+            value += f" @ p99<={r['latency_bound_ms']:g}ms"
+        p99 = (r["latency_ms"] or {}).get("p99")
+        table.add_row(
+            r["model"],
+            r["variant"],
+            r["provider"],
+            r["scenario"],
+            r["validity"],
+            value,
+            "" if p99 is None else f"{p99:.3f}",
+        )
+    console = Console()
+    console.print(table)
+    for flag in doc["flags"]:
+        console.print(f"[yellow]flag:[/yellow] {flag}")
 
 
 def _print_table(doc: dict, output: Path) -> None:

@@ -24,6 +24,10 @@ from asc_deploy.measure.memory import MemoryTracker
 
 def measure(spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement described by `spec` (see harness.worker_spec) in this process."""
+    if spec.get("kind") == "loadgen":  # a serving scenario (asc_deploy.measure.scenarios)
+        from asc_deploy.measure.loadgen_sut import measure_scenario
+
+        return measure_scenario(spec)
     runtime = spec.get("runtime", "onnxruntime")
     if runtime == "torch":
         return _measure_torch(spec)

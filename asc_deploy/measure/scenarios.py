@@ -1,0 +1,622 @@
+"""Serving scenarios measured with MLPerf LoadGen: SingleStream, Server and Offline.
+
+Each LoadGen test runs in a fresh worker process (`harness.run_worker` with a `kind: loadgen`
+spec, served by `loadgen_sut.measure_scenario`); this module plans them and turns LoadGen's
+summaries into `scenarios` records for bench.json:
+
+- SingleStream: one query at a time; the metric is LoadGen's p90 latency (p99 recorded too);
+- Server: Poisson arrivals; the highest target QPS whose p99 stays within `latency_bound_ms`,
+  found by LoadGen runs at doubling (or halving) target QPS and then bisection between the
+  highest VALID and the lowest INVALID rate; the metric is that run's scheduled samples/s;
+- Offline: all queries at once, batched (sorted by length); the metric is samples/s. LoadGen
+  sizes the one query from `offline_expected_qps`; a run that ends before the minimum duration
+  is repeated with the rate it measured.
+
+An INVALID LoadGen verdict leaves `value` null: it is reported as INVALID, never as a number.
+Imports neither torch nor transformers (nor mlperf_loadgen: only the worker loads it).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from asc_deploy.errors import UserError
+from asc_deploy.fsutil import hash_json
+
+SCENARIOS = ("SingleStream", "Server", "Offline")
+METRICS = {"SingleStream": "p90_latency_ms", "Server": "qps_at_bound", "Offline": "samples_per_s"}
+SIZING_ATTEMPTS = 3  # SingleStream / Offline runs that LoadGen sized too short are repeated
+_NS_KEYS = {
+    "min": "Min latency (ns)",
+    "max": "Max latency (ns)",
+    "mean": "Mean latency (ns)",
+    "p50": "50.00 percentile latency (ns)",
+    "p90": "90.00 percentile latency (ns)",
+    "p95": "95.00 percentile latency (ns)",
+    "p97": "97.00 percentile latency (ns)",
+    "p99": "99.00 percentile latency (ns)",
+    "p99.9": "99.90 percentile latency (ns)",
+}
+_CONSTRAINTS = (
+    "Performance constraints satisfied",
+    "Min duration satisfied",
+    "Min queries satisfied",
+    "Early stopping satisfied",
+)
+
+
+class ScenarioConfig(BaseModel):
+    """`bench.scenarios` in the run config; every value is recorded with the results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: list[Literal["SingleStream", "Server", "Offline"]] = []  # empty: no scenarios
+    min_duration_s: float = Field(10.0, gt=0)  # LoadGen's minimum test duration, every scenario
+    # Server's p99 early-stopping check needs about 460 queries even when none is late.
+    min_query_count: int = Field(1024, ge=1)
+    probe_duration_s: float = Field(1.0, gt=0)  # SingleStream probe that sizes Server/Offline
+    latency_bound_ms: float = Field(50.0, gt=0)  # Server: p99 latency bound
+    server_target_qps: float | None = Field(None, gt=0)  # one run at this rate instead of a search
+    server_start_qps: float | None = Field(None, gt=0)  # None: half the SingleStream rate
+    server_min_qps: float = Field(1.0, gt=0)
+    server_max_qps: float = Field(10000.0, gt=0)
+    server_tolerance: float = Field(0.05, gt=0)  # stop when (INVALID - VALID) / VALID is below
+    server_max_runs: int = Field(10, ge=1)
+    server_instances: int = Field(1, ge=1)  # sessions serving the queue, one thread each
+    max_batch_size: int = Field(1, ge=1)  # Server dynamic batching (1: none)
+    max_queue_delay_ms: float = Field(0.0, ge=0)  # how long a query may wait for its batch
+    offline_instances: int = Field(1, ge=1)
+    offline_batch_size: int = Field(32, ge=1)
+    offline_expected_qps: float | None = Field(None, gt=0)  # None: from the SingleStream rate
+    threads_per_instance: int | None = Field(None, ge=1)  # None: bench threads / instances
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _known_names(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return [scenario_name(v) if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _search_range(self) -> ScenarioConfig:
+        if self.server_min_qps >= self.server_max_qps:
+            raise ValueError(
+                f"server_min_qps ({self.server_min_qps}) must be below server_max_qps "
+                f"({self.server_max_qps})"
+            )
+        return self
+
+    def record(self) -> dict[str, Any]:
+        out = self.model_dump()
+        out["config_hash"] = hash_json(out)
+        return out
+
+
+def scenario_name(name: str) -> str:
+    """'server' -> 'Server'; an unknown name is a ValueError naming the known ones."""
+    for known in SCENARIOS:
+        if name.lower() == known.lower():
+            return known
+    raise ValueError(f"unknown scenario '{name}'; use one of {', '.join(SCENARIOS)}")
+
+
+def scenario_config(base: ScenarioConfig | None = None, **overrides: Any) -> ScenarioConfig:
+    """`base` with the `overrides` that are not None, validated; UserError for a bad value."""
+    merged = (base or ScenarioConfig()).model_dump()
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ScenarioConfig.model_validate(merged)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        key = ".".join(str(p) for p in first["loc"] if not isinstance(p, int)) or "scenarios"
+        message = first["msg"].removeprefix("Value error, ")
+        got = f" (got {first['input']!r})" if first["type"] != "value_error" else ""
+        raise UserError(f"scenario setting {key}: {message}{got}") from exc
+
+
+# ---------------------------------------------------------------- plan and checks
+
+Runner = Callable[[dict[str, Any], float], dict[str, Any]]
+Progress = Callable[[str], None]
+
+
+def check_scenarios(targets: list, settings: Any, config: ScenarioConfig) -> Path:
+    """Everything that can fail before LoadGen starts; returns the queries' sample_inputs.npz."""
+    from asc_deploy.measure.ort_runner import resolve_provider
+
+    if not config.run:
+        raise UserError("no scenario to run: give --scenario SingleStream, Server or Offline")
+    if importlib.util.find_spec("mlperf_loadgen") is None:
+        from asc_deploy.measure.loadgen_sut import INSTALL_HINT
+
+        raise UserError(f"serving scenarios need MLPerf LoadGen: {INSTALL_HINT}")
+    for provider in settings.providers:
+        resolve_provider(provider)
+    samples = next((t.sample_inputs for t in targets if t.sample_inputs), None)
+    if samples is None:
+        raise UserError(
+            "serving scenarios replay real queries: pass an artifact folder with "
+            "sample_inputs.npz (a bare .onnx file has none)"
+        )
+    for t in targets:
+        path = t.sample_inputs or samples
+        longest = int(np.load(path)["lengths"].max())
+        if t.max_positions is not None and longest > t.max_positions:
+            raise UserError(
+                f"{path} holds {longest}-token examples, longer than {t.label} takes "
+                f"({t.max_positions} positions); re-export with shorter examples"
+            )
+    return samples
+
+
+def worker_spec(
+    target: Any,
+    provider: str,
+    scenario: str,
+    settings: Any,
+    config: ScenarioConfig,
+    sample_inputs: Path,
+    **loadgen: Any,
+) -> dict[str, Any]:
+    """The spec one worker runs: which model, how the SUT serves, and LoadGen's settings."""
+    instances, batch, delay = {
+        "SingleStream": (1, 1, 0.0),
+        "Server": (config.server_instances, config.max_batch_size, config.max_queue_delay_ms),
+        "Offline": (config.offline_instances, config.offline_batch_size, 0.0),
+    }[scenario]
+    threads = config.threads_per_instance or max(1, settings.intra_op_threads // instances)
+    spec = {
+        "kind": "loadgen",
+        "scenario": scenario,
+        "runtime": target.runtime,
+        "model_path": str(target.model_path),
+        "variant": target.variant,
+        "provider": provider,
+        "sample_inputs": str(target.sample_inputs or sample_inputs),
+        "instances": instances,
+        "intra_op_threads": threads,
+        "inter_op_threads": settings.inter_op_threads,
+        "warmup": settings.warmup,
+        "max_batch_size": batch,
+        "max_queue_delay_ms": delay,
+        "sort_by_length": scenario == "Offline",
+        "min_duration_s": config.min_duration_s,
+        "min_query_count": config.min_query_count,
+        "latency_bound_ms": config.latency_bound_ms if scenario == "Server" else None,
+        "target_qps": None,
+        "expected_qps": None,
+        "expected_latency_ms": None,
+    }
+    spec.update(loadgen)
+    return spec
+
+
+# ---------------------------------------------------------------- running
+
+
+def run_scenarios(
+    targets: list,
+    settings: Any,
+    config: ScenarioConfig,
+    progress: Progress | None = None,
+    runner: Runner | None = None,
+) -> list[dict[str, Any]]:
+    """Every target x provider x configured scenario -> `scenarios` records for bench.json.
+
+    `settings` is a validated `harness.BenchSettings` (threads, warm-up, providers, timeout).
+    """
+    from asc_deploy.measure import harness
+
+    run = runner or harness.run_worker
+    samples = check_scenarios(targets, settings, config)
+    records = []
+    for target in targets:
+        providers = ["cpu"] if target.runtime == "torch" else list(settings.providers)
+        for provider in providers:
+            session = _Session(target, provider, settings, config, samples, run, progress)
+            records.extend(session.run_all())
+    return records
+
+
+class _Session:
+    """The scenarios of one target on one provider, sharing one SingleStream rate estimate."""
+
+    def __init__(self, target, provider, settings, config, samples, runner, progress):
+        self.target, self.provider, self.settings, self.config = target, provider, settings, config
+        self.samples, self.runner, self.progress = samples, runner, progress
+        self.single_stream_qps: float | None = None
+
+    def measure(self, scenario: str, note: str = "", **loadgen: Any) -> dict[str, Any]:
+        if self.progress:
+            t = self.target
+            self.progress(f"{scenario}{note}: {t.model}/{t.variant} [{self.provider}]")
+        spec = worker_spec(
+            self.target,
+            self.provider,
+            scenario,
+            self.settings,
+            self.config,
+            self.samples,
+            **loadgen,
+        )
+        return self.runner(spec, self.settings.worker_timeout_s) | {"spec": spec}
+
+    def run_all(self) -> list[dict[str, Any]]:
+        order = [s for s in SCENARIOS if s in self.config.run]
+        return [getattr(self, f"_{s.lower()}")() for s in order]
+
+    def _rate(self) -> float:
+        """Queries/s of one instance at batch 1, from SingleStream (a short probe if needed)."""
+        if self.single_stream_qps is None:
+            result = self.measure(
+                "SingleStream",
+                " (probe)",
+                min_duration_s=self.config.probe_duration_s,
+                min_query_count=32,
+            )
+            self._note_rate(result)
+        return self.single_stream_qps or 1.0
+
+    def _note_rate(self, result: dict[str, Any]) -> None:
+        qps = result["summary"]["fields"].get("QPS w/o loadgen overhead")
+        self.single_stream_qps = float(qps) if qps else None
+
+    def _singlestream(self) -> dict[str, Any]:
+        def resize(expected_ms: float, fields: dict) -> float:
+            # LoadGen pre-generates min_duration / expected latency queries: expect less.
+            mean = _ms(fields.get(_NS_KEYS["mean"])) or expected_ms
+            return _round(min(mean / 1.5, expected_ms / 2))
+
+        attempts = self._sized("SingleStream", "expected_latency_ms", 1.0, resize)
+        self._note_rate(attempts[-1])
+        return self._record("SingleStream", attempts[-1], [_point(a) for a in attempts])
+
+    def _server(self) -> dict[str, Any]:
+        c = self.config
+        if c.server_target_qps is not None:
+            result = self.measure(
+                "Server", f" at {c.server_target_qps:g} QPS", target_qps=c.server_target_qps
+            )
+            if result["summary"]["result"] != "VALID":
+                raise UserError(_unreachable(self.target, c, result))
+            return self._record("Server", result, [_point(result)], search=None)
+        start = c.server_start_qps or 0.5 * c.server_instances * self._rate()
+        results: dict[float, dict] = {}
+
+        def run_at(qps: float) -> bool:
+            results[qps] = self.measure("Server", f" at {qps:g} QPS", target_qps=qps)
+            return results[qps]["summary"]["result"] == "VALID"
+
+        tried, stopped = search_qps(
+            run_at, start, c.server_min_qps, c.server_max_qps, c.server_tolerance, c.server_max_runs
+        )
+        valid = [q for q in tried if results[q]["summary"]["result"] == "VALID"]
+        best = results[max(valid)] if valid else results[min(tried)]
+        search = {"start_qps": _round(start), "stopped": stopped, "runs": len(tried)}
+        return self._record("Server", best, [_point(results[q]) for q in tried], search=search)
+
+    def _offline(self) -> dict[str, Any]:
+        c = self.config
+
+        def resize(expected: float, fields: dict) -> float:
+            # The one query ran out before the minimum duration: size it from the measured rate.
+            return _round(max(1.5 * float(fields.get("Samples per second") or 0), 2 * expected))
+
+        start = c.offline_expected_qps or 2.0 * c.offline_instances * self._rate()
+        attempts = self._sized("Offline", "expected_qps", _round(start), resize)
+        return self._record("Offline", attempts[-1], [_point(a) for a in attempts])
+
+    def _sized(self, scenario: str, key: str, value: float, resize) -> list[dict[str, Any]]:
+        """Runs until LoadGen's minimum duration is met (at most SIZING_ATTEMPTS)."""
+        attempts = []
+        for _ in range(SIZING_ATTEMPTS):
+            result = self.measure(scenario, f" ({key} {value:g})", **{key: value})
+            attempts.append(result)
+            fields = result["summary"]["fields"]
+            if fields.get("Min duration satisfied") != "NO":
+                break
+            value = resize(value, fields)
+        return attempts
+
+    def _record(self, scenario, result, runs, search=None) -> dict[str, Any]:
+        return scenario_record(self.target, self.provider, scenario, result, runs, search)
+
+
+def search_qps(
+    run_at: Callable[[float], bool],
+    start: float,
+    min_qps: float,
+    max_qps: float,
+    tolerance: float,
+    max_runs: int,
+) -> tuple[list[float], str]:
+    """Target rates tried, in order, and why the search stopped.
+
+    `run_at(qps)` is True when LoadGen says VALID. The rate doubles from `start` until a run is
+    INVALID (or halves until one is VALID), then bisects between the highest VALID and the
+    lowest INVALID rate until they are within `tolerance` of each other.
+    """
+    tried: list[float] = []
+    valid_hi: float | None = None  # highest VALID rate so far
+    invalid_lo: float | None = None  # lowest INVALID rate so far
+    qps = _round(min(max(start, min_qps), max_qps))
+    while len(tried) < max_runs:
+        tried.append(qps)
+        if run_at(qps):
+            valid_hi = max(qps, valid_hi or qps)
+        else:
+            invalid_lo = min(qps, invalid_lo or qps)
+        if invalid_lo is None:
+            if qps >= max_qps:
+                return tried, f"VALID at server_max_qps ({max_qps:g}); raise it to search higher"
+            qps = _round(min(2 * qps, max_qps))
+        elif valid_hi is None:
+            if qps <= min_qps:
+                return tried, f"INVALID down to server_min_qps ({min_qps:g})"
+            qps = _round(max(qps / 2, min_qps))
+        else:
+            if (invalid_lo - valid_hi) / valid_hi <= tolerance:
+                return tried, "converged"
+            qps = _round((valid_hi + invalid_lo) / 2)
+    return tried, "run limit reached"
+
+
+def _round(qps: float) -> float:
+    """Four significant digits: target rates read cleanly and repeat exactly."""
+    return float(f"{qps:.4g}")
+
+
+def _unreachable(target, config: ScenarioConfig, result: dict) -> str:
+    summary = result["summary"]
+    p99 = _ms(summary["fields"].get(_NS_KEYS["p99"]))
+    return (
+        f"LoadGen could not serve {config.server_target_qps:g} QPS with p99 <= "
+        f"{config.latency_bound_ms:g} ms on {target.model}/{target.variant} (INVALID, p99 "
+        f"{p99} ms: {'; '.join(invalid_reasons(summary)) or 'see LoadGen summary'}); lower "
+        "server_target_qps or leave it out to search for the highest rate"
+    )
+
+
+# ---------------------------------------------------------------- records
+
+
+def _ms(ns: Any) -> float | None:
+    return round(float(ns) / 1e6, 4) if isinstance(ns, int | float) else None
+
+
+def latency_ms(fields: dict[str, Any]) -> dict[str, float | None]:
+    return {k: _ms(fields.get(key)) for k, key in _NS_KEYS.items()}
+
+
+def invalid_reasons(summary: dict[str, Any]) -> list[str]:
+    """LoadGen's unmet constraints and its recommendations (empty when VALID)."""
+    fields = summary["fields"]
+    unmet = [f"{key}: NO" for key in _CONSTRAINTS if fields.get(key) == "NO"]
+    return unmet + list(summary.get("recommendations", []))
+
+
+def metric_value(scenario: str, summary: dict[str, Any]) -> float | None:
+    """The scenario's headline number; None unless LoadGen said VALID."""
+    if summary["result"] != "VALID":
+        return None
+    fields = summary["fields"]
+    raw = {
+        "SingleStream": _ms(fields.get("90.0th percentile latency (ns)")),
+        "Server": fields.get("Scheduled samples per second"),
+        "Offline": fields.get("Samples per second"),
+    }[scenario]
+    return None if raw is None else round(float(raw), 4)
+
+
+def _point(result: dict[str, Any]) -> dict[str, Any]:
+    """One LoadGen run as a point of the QPS search / Offline sizing (and of the plot)."""
+    spec, fields = result["spec"], result["summary"]["fields"]
+    completed = (
+        fields.get("Completed samples per second")
+        or fields.get("Samples per second")
+        or fields.get("QPS w/o loadgen overhead")
+    )
+    return {
+        "target_qps": spec.get("target_qps"),
+        "expected_qps": spec.get("expected_qps"),
+        "expected_latency_ms": spec.get("expected_latency_ms"),
+        "validity": result["summary"]["result"],
+        "p99_ms": _ms(fields.get(_NS_KEYS["p99"])),
+        "completed_per_s": completed,
+        "batches": result["batches"],
+    }
+
+
+def scenario_record(
+    target: Any,
+    provider: str,
+    scenario: str,
+    result: dict[str, Any],
+    runs: list[dict[str, Any]],
+    search: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One element of bench.json's `scenarios` list (see docs/results-schema.md)."""
+    spec, summary = result["spec"], result["summary"]
+    valid = summary["result"] == "VALID"
+    return {
+        "artifact": target.label,
+        "model": target.model,
+        "variant": target.variant,
+        "runtime": target.runtime,
+        "provider": provider,
+        "verified": target.verified,
+        "scenario": scenario,
+        "validity": "VALID" if valid else "INVALID",
+        "metric": METRICS[scenario],
+        "value": metric_value(scenario, summary),
+        "latency_ms": latency_ms(summary["fields"]) if valid else None,
+        "early_stopping_ms": summary.get("early_stopping_estimate_ms") if valid else None,
+        "latency_bound_ms": spec["latency_bound_ms"],
+        "target_qps": spec["target_qps"],
+        "invalid_reasons": invalid_reasons(summary),
+        "search": search,
+        "runs": runs,
+        "sut": {
+            "instances": spec["instances"],
+            "intra_op_threads": spec["intra_op_threads"],
+            "inter_op_threads": spec["inter_op_threads"],
+            "max_batch_size": spec["max_batch_size"],
+            "max_queue_delay_ms": spec["max_queue_delay_ms"],
+            "sort_by_length": spec["sort_by_length"],
+            "padding": "per batch, to its longest query",
+            "queries": result["queries"],
+            "mean_query_length": result["mean_length"],
+            "batches": result["batches"],
+            "providers_in_use": result["providers"],
+        },
+        "loadgen": {
+            "version": _loadgen_version(),
+            "mode": "PerformanceOnly",
+            "settings": summary["settings"],
+            "summary": summary["fields"],
+        },
+    }
+
+
+def _loadgen_version() -> str | None:
+    try:
+        return importlib.metadata.version("mlcommons-loadgen")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def scenario_flags(records: list[dict[str, Any]]) -> list[str]:
+    """One bench.json flag per INVALID record, naming LoadGen's reasons."""
+    return [
+        f"LoadGen INVALID: {r['scenario']} for {r['model']}/{r['variant']} on {r['provider']}"
+        f" ({'; '.join(r['invalid_reasons']) or 'no reason given'})"
+        for r in records
+        if r["validity"] != "VALID"
+    ]
+
+
+def bench_document(
+    records: list[dict[str, Any]], settings: Any, config: ScenarioConfig
+) -> dict[str, Any]:
+    """A bench.json (schema asc-deploy.bench/1) holding scenarios only: `measurements` empty."""
+    from asc_deploy.measure import harness, system
+
+    load = system.load_average()
+    return {
+        "schema": harness.SCHEMA,
+        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "host": system.host_info(),
+        "settings": settings.record(),
+        "scenario_settings": config.record(),
+        "load_average": {"before": load, "after": load},
+        "rounds": [],
+        "flags": scenario_flags(records),
+        "measurements": [],
+        "scenarios": records,
+    }
+
+
+# ---------------------------------------------------------------- ratios and the gate
+
+
+def _find(records, model, variant, provider, scenario, bound=None) -> dict | None:
+    for r in records:
+        if (r["model"], r["variant"], r["provider"], r["scenario"]) != (
+            model,
+            variant,
+            provider,
+            scenario,
+        ):
+            continue
+        if bound is None or r.get("latency_bound_ms") == bound:
+            return r
+    return None
+
+
+def scenario_ratios(
+    records: list[dict[str, Any]], reference: tuple[str, str], provider: str = "cpu"
+) -> list[dict[str, Any]]:
+    """Per (model, variant) on `provider`: each scenario's value and its ratio to `reference`.
+
+    `reference` is (model, variant) of the uncompressed model, e.g. ("uncompressed", "torch").
+    Ratios are value / reference value: below 1 is better for SingleStream p90 latency, above 1
+    for Server QPS at the bound and Offline samples/s. A value or ratio is None where either
+    side is missing or INVALID; Server values compare only at the same latency bound.
+    """
+    keys = sorted({(r["model"], r["variant"]) for r in records if r["provider"] == provider})
+    rows = []
+    for model, variant in keys:
+        row: dict[str, Any] = {"model": model, "variant": variant, "provider": provider}
+        for scenario, metric in METRICS.items():
+            mine = _find(records, model, variant, provider, scenario)
+            bound = mine.get("latency_bound_ms") if mine else None
+            ref = _find(records, *reference, provider, scenario, bound)
+            value = mine["value"] if mine else None
+            ref_value = ref["value"] if ref else None
+            row[metric] = value
+            row[f"{metric}_validity"] = mine["validity"] if mine else None
+            row[f"{metric}_ratio"] = (
+                round(value / ref_value, 4) if value is not None and ref_value else None
+            )
+        row["latency_bound_ms"] = (_find(records, model, variant, provider, "Server") or {}).get(
+            "latency_bound_ms"
+        )
+        rows.append(row)
+    return rows
+
+
+def check_min_qps(
+    records: list[dict[str, Any]],
+    candidate: tuple[str, str],
+    provider: str,
+    latency_bound_ms: float,
+    min_qps: float | None = None,
+    min_ratio: float | None = None,
+    reference: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """Gate `min_qps_at_bound`: {name, passed, value, limit, reason}.
+
+    The candidate's VALID Server QPS at p99 <= `latency_bound_ms` on `provider` must reach
+    `min_qps`, or (with `min_ratio`) that many times the `reference` model's. A missing or
+    INVALID Server result fails the gate.
+    """
+    if (min_qps is None) == (min_ratio is None):
+        raise UserError("gate min_qps_at_bound: give exactly one of min_qps or min_ratio")
+    if min_ratio is not None and reference is None:
+        raise UserError("gate min_qps_at_bound: min_ratio needs the reference (model, variant)")
+    name, label = "min_qps_at_bound", f"{candidate[0]}/{candidate[1]} on {provider}"
+    mine = _find(records, *candidate, provider, "Server", latency_bound_ms)
+    if mine is None or mine["value"] is None:
+        state = "no Server result" if mine is None else "Server result INVALID"
+        reason = f"{label}: {state} at p99 <= {latency_bound_ms:g} ms"
+        return _gate(name, False, None, min_qps if min_ratio is None else min_ratio, reason)
+    if min_ratio is None:
+        passed = mine["value"] >= min_qps
+        reason = (
+            f"{label} serves {mine['value']:g} QPS at p99 <= {latency_bound_ms:g} ms "
+            f"({'>=' if passed else '<'} {min_qps:g})"
+        )
+        return _gate(name, passed, mine["value"], min_qps, reason)
+    ref = _find(records, *reference, provider, "Server", latency_bound_ms)
+    if ref is None or ref["value"] is None:
+        reason = f"reference {reference[0]}/{reference[1]} has no VALID Server result at the bound"
+        return _gate(name, False, None, min_ratio, reason)
+    ratio = round(mine["value"] / ref["value"], 4)
+    passed = ratio >= min_ratio
+    reason = (
+        f"{label} serves {ratio:g}x the QPS of {reference[0]}/{reference[1]} at p99 <= "
+        f"{latency_bound_ms:g} ms ({'>=' if passed else '<'} {min_ratio:g}x)"
+    )
+    return _gate(name, passed, ratio, min_ratio, reason)
+
+
+def _gate(name: str, passed: bool, value: Any, limit: Any, reason: str) -> dict[str, Any]:
+    return {"name": name, "passed": bool(passed), "value": value, "limit": limit, "reason": reason}
