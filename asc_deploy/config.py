@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from asc_deploy.errors import UserError
 
@@ -16,11 +23,11 @@ class Strict(BaseModel):
 
 
 class QAConfig(Strict):
-    max_length: int = 384
-    stride: int = 128
-    max_query_length: int = 64
-    n_best: int = 20
-    max_answer_length: int = 30
+    max_length: int = Field(384, ge=8)
+    stride: int = Field(128, ge=1)
+    max_query_length: int = Field(64, ge=1)
+    n_best: int = Field(20, ge=1)
+    max_answer_length: int = Field(30, ge=1)
     null_threshold: float = 0.0
     tune_null_threshold: bool = False  # also report the best threshold found on the eval set
 
@@ -33,6 +40,9 @@ class ArticleSplit(Strict):
 
 
 class TaskConfig(Strict):
+    # Cache keys hold the data's content hash (Task.data_identity), not where the folder is.
+    cache_exclude: ClassVar[set[str]] = {"data_dir"}
+
     preset: str | None = None  # sst2, mrpc, rte, mnli, qqp, snli, squad_v2, squad
     family: Literal["classification", "question-answering"] | None = None
     dataset: str | None = None  # hub dataset id (with `dataset_config`) or a local folder
@@ -46,11 +56,11 @@ class TaskConfig(Strict):
     text_pair_column: str | None = None
     label_column: str | None = None
     labels: list[str] | None = None  # label names in class-index order
-    max_length: int = 128
+    max_length: int = Field(128, ge=8)
     qa: QAConfig = QAConfig()
     article_split: ArticleSplit | None = None
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    max_train_samples: int | None = Field(None, ge=1)
+    max_eval_samples: int | None = Field(None, ge=1)
 
 
 class FinetuneConfig(Strict):
@@ -83,6 +93,8 @@ class ASCConfig(Strict):
     epsilon: float = 0.01
     profile_samples: int | None = None  # None = the whole training split, as the paper does
     batch_size: int = 32
+    # ASC at a target depth: for each k, the highest threshold whose selection removes exactly k.
+    remove_layers: list[int] = []
 
     @field_validator("thresholds")
     @classmethod
@@ -90,6 +102,14 @@ class ASCConfig(Strict):
         for t in values:
             if not 0 < t <= 1:
                 raise ValueError(f"threshold {t} is outside (0, 1]")
+        return values
+
+    @field_validator("remove_layers")
+    @classmethod
+    def _at_least_one(cls, values: list[int]) -> list[int]:
+        for k in values:
+            if k < 1:
+                raise ValueError(f"remove_layers {k}: remove at least 1 layer")
         return values
 
 
@@ -100,12 +120,9 @@ class OffTheShelfModel(Strict):
 
 
 class ComparisonsConfig(Strict):
-    strategies: list[Literal["top", "bottom", "alternate", "random", "middle"]] = [
-        "top",
-        "bottom",
-        "alternate",
-        "random",
-    ]
+    # Layer-selection criteria (asc_deploy.compress.criteria), each removing as many layers as ASC.
+    strategies: list[str] = ["top", "bottom", "alternate", "random"]
+    greedy_samples: int = Field(256, ge=1)  # training examples the greedy criterion scores on
     random_seeds: list[int] = [42, 43, 44]
     # Extra numbers of layers for the baselines to remove, beyond ASC's counts (the paper also
     # reports BERT-base with six random layers removed).
@@ -116,17 +133,40 @@ class ComparisonsConfig(Strict):
         "ort-dynamic-int8",
     ]
 
+    @field_validator("strategies")
+    @classmethod
+    def _known_criteria(cls, values: list[str]) -> list[str]:
+        from asc_deploy.compress.criteria import CRITERIA
+
+        known = [name for name in CRITERIA if name != "explicit"]  # explicit has no count
+        for name in values:
+            if name not in known:
+                raise ValueError(f"unknown strategy '{name}'; choose from {', '.join(known)}")
+        return values
+
 
 class ExportConfig(Strict):
-    variants: list[Literal["fp32", "optimized", "int8-dynamic", "int8-static", "fp16"]] = [
+    variants: list[
+        Literal["fp32", "optimized", "int8-dynamic", "int8-static", "int8-mixed", "fp16"]
+    ] = [
         "fp32",
         "int8-dynamic",
     ]
     opset: int = 17
     isa: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = "auto"
-    calibration_samples: int = 128
+    calibration_samples: int = Field(128, ge=1)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
-    validation_samples: int = 32
+    per_channel: bool = True  # one int8 weight scale per output column (dynamic, static, mixed)
+    # int8-mixed: keep the most sensitive layers fp32 until the artifact is within `int8_budget`
+    # metric points of fp32 on `mixed_samples` training examples after the calibration ones
+    # (never the eval split), on a dynamic or static int8 base (fp16 is its own variant).
+    int8_budget: float = Field(1.0, gt=0, allow_inf_nan=False)
+    mixed_samples: int = Field(512, ge=1)
+    mixed_mode: Literal["dynamic", "static"] = "dynamic"
+    # Evaluation examples the export is validated on (a spread of lengths) and real inputs
+    # saved beside the artifact for benchmarking with real lengths.
+    validation_samples: int = Field(32, ge=2)
+    sample_inputs: int = Field(256, ge=1)
     # Which models become artifacts. Layer-choice baselines are off by default: a model with the
     # same number of layers as an ASC model has the same graph shape, so the same latency.
     models: list[Literal["reference", "asc", "strategy", "off-the-shelf"]] = [
@@ -136,30 +176,51 @@ class ExportConfig(Strict):
     ]
 
 
+PositiveInts = Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=1)]
+
+
+def _canonical_providers(values: list[str]) -> list[str]:
+    """Each provider's canonical name (cpu, cuda, tensorrt), duplicates dropped."""
+    from asc_deploy.providers import canonical_provider
+
+    return list(dict.fromkeys(canonical_provider(v) for v in values))
+
+
 class BenchConfig(Strict):
-    providers: list[str] = ["cpu"]
-    batch_sizes: list[int] = [1, 8, 32]
-    sequence_lengths: list[int] = [32, 128]
+    providers: list[str] = Field(["cpu"], min_length=1)
+    batch_sizes: PositiveInts = [1, 8, 32]
+    sequence_lengths: PositiveInts = [32, 128]
     inputs: Literal["fixed", "real"] = "fixed"
-    intra_op_threads: int | None = None  # None = physical cores
-    inter_op_threads: int = 1
-    warmup: int = 5
-    min_iterations: int = 20
-    min_seconds: float = 1.0
-    rounds: int = 3
+    intra_op_threads: int | None = Field(None, ge=1)  # None = physical cores
+    inter_op_threads: int = Field(1, ge=1)
+    warmup: int = Field(5, ge=0)
+    min_iterations: int = Field(20, ge=1)
+    min_seconds: float = Field(1.0, ge=0)
+    rounds: int = Field(3, ge=1)
     include_torch: bool = True
     tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: deploy/tensorrt.py)
 
+    @field_validator("providers")
+    @classmethod
+    def _canonical(cls, values: list[str]) -> list[str]:
+        return _canonical_providers(values)
+
 
 class GatesConfig(Strict):
-    max_accuracy_drop: float | None = None  # points, vs the uncompressed model
-    min_speedup: float | None = None
+    max_accuracy_drop: float | None = Field(None, ge=0)  # points, vs the uncompressed model
+    min_speedup: float | None = Field(None, gt=0)
     speedup_target: str = "cpu"  # provider
-    speedup_shape: tuple[int, int] = (1, 128)  # batch, sequence
-    max_latency_regression: float | None = None  # fraction, vs `baseline`
+    speedup_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 128)
+    max_latency_regression: float | None = Field(None, ge=0)  # fraction, vs `baseline`
     baseline: Path | None = None  # a previous results.json
-    max_size_mb: float | None = None
-    accuracy_budget: float = 1.0  # points: the recommendation picks the fastest within this
+    max_size_mb: float | None = Field(None, gt=0)
+    # Points: the recommendation picks the fastest artifact within this of the reference.
+    accuracy_budget: float = Field(1.0, ge=0)
+
+    @field_validator("speedup_target")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        return _canonical_providers([value])[0]
 
 
 class RunConfig(Strict):
@@ -176,6 +237,29 @@ class RunConfig(Strict):
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
     gates: GatesConfig = GatesConfig()
+
+    @model_validator(mode="after")
+    def _recovery_defaults_to_finetune(self) -> RunConfig:
+        if self.recovery is None:
+            self.recovery = self.finetune.model_copy()
+        return self
+
+    @model_validator(mode="after")
+    def _gates_can_be_checked(self) -> RunConfig:
+        """A gate the bench settings cannot measure would fail only after all the training."""
+        gates, bench = self.gates, self.bench  # the recommendation uses the gate shape too
+        if gates.speedup_target not in bench.providers:
+            raise ValueError(
+                f"gates.speedup_target {gates.speedup_target} is not in bench.providers "
+                f"{bench.providers}; add it there or change the target"
+            )
+        batch, sequence = gates.speedup_shape
+        if batch not in bench.batch_sizes or sequence not in bench.sequence_lengths:
+            raise ValueError(
+                f"gates.speedup_shape {batch}x{sequence} is not measured (bench.batch_sizes "
+                f"{bench.batch_sizes}, bench.sequence_lengths {bench.sequence_lengths}); add it"
+            )
+        return self
 
 
 def _format_error(err: ValidationError, source: str) -> str:

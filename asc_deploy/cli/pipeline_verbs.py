@@ -15,8 +15,8 @@ def run(
     force: Annotated[
         list[str] | None,
         typer.Option(
-            help="Redo a stage even if cached (repeatable): finetune, profile, prune, "
-            "recover, evaluate, export, bench, report; 'all' for every stage."
+            help="Redo a stage even if cached (repeatable): finetune, profile, select, "
+            "prune, recover, evaluate, export, bench, report; 'all' for every stage."
         ),
     ] = None,
     as_json: Annotated[
@@ -41,11 +41,8 @@ def run(
     cfg = load_run_config(config)
     results, code = run_pipeline(cfg, stages, config)
     if as_json:
-        print(
-            json.dumps(
-                {"gates": results.get("gates"), "recommendation": results.get("recommendation")}
-            )
-        )
+        doc = results.dump()
+        print(json.dumps({"gates": doc["gates"], "recommendation": doc["recommendation"]}))
     raise typer.Exit(code)
 
 

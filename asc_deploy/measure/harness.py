@@ -29,6 +29,7 @@ from asc_deploy.fsutil import hash_json, read_json, write_json_atomic
 from asc_deploy.measure import system
 from asc_deploy.measure.flops import GraphStats, flops_per_example, graph_stats
 from asc_deploy.measure.latency import relative_spread, summarize_ms, throughput_per_s
+from asc_deploy.providers import canonical_provider
 
 SCHEMA = "asc-deploy.bench/1"
 MERGED_SCHEMA = "asc-deploy.bench-set/1"
@@ -95,8 +96,12 @@ class BenchSettings:
         for ok, message in checks:
             if not ok:
                 raise UserError(message)
+        try:
+            providers = tuple(dict.fromkeys(canonical_provider(p) for p in self.providers))
+        except ValueError as exc:
+            raise UserError(str(exc)) from exc
         threads = self.intra_op_threads or system.physical_cores() or 1
-        return replace(self, intra_op_threads=threads)
+        return replace(self, providers=providers, intra_op_threads=threads)
 
     def record(self) -> dict[str, Any]:
         """The `settings` block of bench.json (with a hash to tell runs apart)."""
@@ -277,13 +282,10 @@ def _config_max_positions(path: Path) -> int | None:
 
 def plan_cells(targets: list[Target], settings: BenchSettings) -> list[Cell]:
     """Every target x provider x batch x sequence (PyTorch variants on CPU only)."""
-    from asc_deploy.measure.ort_runner import PROVIDER_ALIASES
-
-    full = [PROVIDER_ALIASES.get(p.lower(), p) for p in settings.providers]
     cells = []
     for target in targets:
         providers = ["cpu"] if target.runtime == "torch" else list(settings.providers)
-        if target.runtime == "torch" and "CPUExecutionProvider" not in full:
+        if target.runtime == "torch" and "cpu" not in settings.providers:
             continue  # PyTorch variants are CPU baselines; a GPU-only run leaves them out
         for provider in providers:
             for batch in settings.batch_sizes:

@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 
 PERCENTILES = (50, 90, 95, 99)
-GPU_PROVIDERS = {"cuda", "tensorrt", "trt", "CUDAExecutionProvider", "TensorrtExecutionProvider"}
 
 
 def time_callable(
@@ -81,7 +80,9 @@ def relative_spread(values: Sequence[float]) -> float:
 
 
 def is_gpu_provider(provider: str) -> bool:
-    return provider in GPU_PROVIDERS or provider.lower() in GPU_PROVIDERS
+    from asc_deploy.providers import is_gpu
+
+    return is_gpu(provider)
 
 
 def ort_run_fn(session: Any, feeds: Sequence[dict], provider: str = "cpu", ort: Any = None):

@@ -9,25 +9,24 @@ from pathlib import Path
 
 from asc_deploy.errors import UserError
 
-# Short names users write in configs and on the command line.
-PROVIDER_ALIASES = {
-    "cpu": "CPUExecutionProvider",
-    "cuda": "CUDAExecutionProvider",
-    "tensorrt": "TensorrtExecutionProvider",
-    "trt": "TensorrtExecutionProvider",
-}
-
 
 def resolve_provider(name: str) -> str:
-    """Map 'cpu' / 'cuda' / 'tensorrt' (or a full provider name) to ORT's provider name."""
+    """ONNX Runtime's provider name for any accepted spelling, checked to be installed here."""
     import onnxruntime as ort
 
-    full = PROVIDER_ALIASES.get(name.lower(), name)
+    from asc_deploy.providers import canonical_provider, ort_provider_name
+
+    try:
+        short = canonical_provider(name)
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    full = ort_provider_name(short)
     available = ort.get_available_providers()
     if full not in available:
+        hint = "install onnxruntime-gpu" if short != "cpu" else "reinstall onnxruntime"
         raise UserError(
             f"execution provider '{name}' is not available on this host (available: "
-            f"{', '.join(available)}); install onnxruntime-gpu for cuda/tensorrt or pick one listed"
+            f"{', '.join(available)}); {hint} or pick one listed"
         )
     return full
 

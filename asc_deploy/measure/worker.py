@@ -62,10 +62,9 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
 
 def _tensorrt_options(spec: dict[str, Any]) -> dict[str, str] | None:
     """The TensorRT profile for this cell's shape range; None for other providers."""
-    from asc_deploy.measure.ort_runner import PROVIDER_ALIASES
+    from asc_deploy.providers import canonical_provider
 
-    name = PROVIDER_ALIASES.get(spec["provider"].lower(), spec["provider"])
-    if name != "TensorrtExecutionProvider":
+    if canonical_provider(spec["provider"]) != "tensorrt":
         return None
     import onnxruntime as ort
 

@@ -1,0 +1,70 @@
+"""Checks that `run` makes before the first stage: what the config names must exist and work here.
+
+The config's own validation (asc_deploy/config.py) already bounds every number and spells every
+provider canonically; this adds what only the machine can answer: are the providers installed,
+do the model, data and baseline exist, can the output folder be written. Each failure is one
+UserError line, raised in seconds instead of after an hour of training.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from asc_deploy.config import RunConfig
+from asc_deploy.errors import UserError
+
+
+def check_run(cfg: RunConfig) -> None:
+    _check_providers(cfg.bench.providers)
+    _check_model(cfg.model, "model")
+    for spec in cfg.comparisons.off_the_shelf:
+        _check_model(spec.model, f"comparisons.off_the_shelf[{spec.name}].model")
+    _check_data(cfg)
+    if cfg.gates.baseline is not None and not Path(cfg.gates.baseline).is_file():
+        raise UserError(
+            f"gates.baseline: {cfg.gates.baseline} does not exist; pass a results.json from an "
+            "earlier run or remove the key"
+        )
+    _check_writable(Path(cfg.output_dir))
+
+
+def _check_providers(providers: list[str]) -> None:
+    from asc_deploy.measure.ort_runner import resolve_provider
+
+    for provider in providers:
+        try:
+            resolve_provider(provider)
+        except UserError as exc:
+            raise UserError(f"bench.providers: {exc}") from None
+
+
+def _looks_local(name: str) -> bool:
+    """A path (./x, /x, x/y/z, ~) rather than a hub id (org/name)."""
+    return name.startswith((".", "/", "~")) or name.count("/") > 1 or Path(name).exists()
+
+
+def _check_model(name: str, key: str) -> None:
+    path = Path(name).expanduser()
+    if _looks_local(name) and not (path / "config.json").is_file():
+        hint = " (run `make models` to stage the offline encoders)" if ".cache" in name else ""
+        raise UserError(f"{key}: {name} is not a model folder with config.json{hint}")
+
+
+def _check_data(cfg: RunConfig) -> None:
+    """Both splits readable now: a missing file must not wait for the evaluation stage."""
+    from asc_deploy.tasks.presets import build_task
+
+    task = build_task(cfg.task)
+    for split in ("train", "eval"):
+        task.load_examples(split, 1)
+
+
+def _check_writable(folder: Path) -> None:
+    probe = folder
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise UserError(f"output_dir: {probe} is a file, not a folder; choose another output_dir")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise UserError(f"output_dir: {probe} is not writable; choose a folder you can write")

@@ -1,0 +1,466 @@
+"""The records that flow between stages and into the report, as pydantic models.
+
+Every file the suite writes and reads back (results.json, bench.json, stage records) is validated
+into these types when read, so a field the pipeline never writes cannot be assumed downstream,
+a NaN never passes for a number, and derived values (an evaluation's delta) are recomputed from
+the records they derive from instead of being trusted. docs/results-schema.md describes the files.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from asc_deploy.errors import UserError
+
+RESULTS_SCHEMA = "asc-deploy.results/1"
+BENCH_SCHEMA = "asc-deploy.bench/1"
+BENCH_SET_SCHEMA = "asc-deploy.bench-set/1"  # `asc-deploy bench-merge`: several bench runs
+
+ModelKind = Literal["reference", "asc", "strategy", "off-the-shelf", "quantized"]
+KIND_ORDER: tuple[str, ...] = ("reference", "asc", "quantized", "off-the-shelf", "strategy")
+VARIANT_ORDER: tuple[str, ...] = (
+    "torch",
+    "torch-dynamic-int8",
+    "fp32",
+    "optimized",
+    "int8-dynamic",
+    "int8-per-channel",
+    "int8-mixed",
+    "int8-static",
+    "fp16",
+)
+
+
+class Record(BaseModel):
+    # A typo or an invented field is an error; NaN and infinity are never numbers here.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+
+
+class Open(BaseModel):
+    """Facts about the environment whose keys vary by host and library version."""
+
+    model_config = ConfigDict(extra="allow", allow_inf_nan=False)
+
+
+# -- the study's models ---------------------------------------------------------------------------
+class ModelEntry(Record):
+    """One model of the comparison: its place in the study and its from_pretrained folder."""
+
+    name: str
+    kind: ModelKind
+    path: str
+    layers: int = Field(ge=1)
+    removed_layers: list[int] = []
+    group: str | None = None
+    strategy: str | None = None  # the criterion that chose the layers ("asc", "top", ...)
+    threshold: float | None = None  # ASC: the threshold that removed these layers
+    thresholds: list[float] = []  # ASC: every configured threshold that chose these layers
+    seed: int | None = None
+    parameters: int | None = None
+    distilled: bool = False
+    note: str | None = None
+
+    @property
+    def removed(self) -> int:
+        return len(self.removed_layers)
+
+
+# -- evaluation -----------------------------------------------------------------------------------
+class CalibrationBin(Record):
+    lower: float
+    upper: float
+    count: int
+    accuracy: float | None
+    confidence: float | None
+
+
+class Calibration(Record):
+    ece: float
+    mce: float
+    brier: float
+    bins: list[CalibrationBin] = []
+
+
+class Fidelity(Record):
+    """How far a model still behaves like the uncompressed one (measure/fidelity.py)."""
+
+    examples: int
+    agreement: float | None = None
+    error_jaccard: float | None = None
+    calibration: Calibration | None = None
+    knn_agreement: dict[str, float] | None = None  # None: no [CLS] vectors (ONNX graphs)
+    notes: list[str] = []
+
+
+class Evaluation(Record):
+    """A model (or artifact) evaluated on the task's evaluation split."""
+
+    model: str
+    variant: str
+    runtime: Literal["torch", "onnxruntime"]
+    artifact: str | None = None
+    size_bytes: int | None = None
+    parameters: int | None = None
+    metrics: dict[str, float]
+    primary: float | None
+    predictions: str
+    cls: str | None = None
+    seconds: float | None = None
+    examples: int
+    delta: float | None = None  # points vs the reference in PyTorch; recomputed by Results
+    fidelity: Fidelity | None = None
+    comparison: dict[str, Any] | None = None  # paired statistics vs the reference
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.variant)
+
+
+# -- bench ----------------------------------------------------------------------------------------
+class Latency(Record):
+    mean: float
+    std: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    min: float
+    max: float
+
+
+class Memory(Record):
+    peak_rss: float
+    rss_growth: float
+    peak_device: float | None = None
+
+
+class Measurement(Record):
+    """One (artifact, provider, batch, sequence) cell of a bench run, all rounds pooled."""
+
+    artifact: str
+    model: str
+    variant: str
+    runtime: Literal["torch", "onnxruntime"]
+    provider: str
+    batch: int = Field(ge=1)
+    sequence: int = Field(ge=1)
+    inputs: Literal["fixed", "real"]
+    mean_sequence: float
+    latency_ms: Latency
+    round_p50_ms: list[float]
+    round_p50_median_ms: float
+    round_spread: float
+    iterations: int
+    throughput_per_s: float
+    memory_mb: Memory
+    session_create_ms: float
+    size_bytes: int | None = None
+    parameters: int | None = None
+    flops_per_example: float | None = None
+    verified: bool
+    note: str | None = None
+    providers_in_use: list[str] | None = None
+    noisy: bool
+    # Filled in when read into Results: which bench run (host) this came from.
+    host: str | None = None
+    host_label: str | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.batch, self.sequence)
+
+    @property
+    def key(self) -> tuple:
+        """(host, model, variant, provider, batch, sequence): what makes two comparable."""
+        return (self.host, self.model, self.variant, self.provider, self.batch, self.sequence)
+
+
+class Host(Open):
+    fingerprint: str
+    hostname: str | None = None
+
+
+class BenchRound(Record):
+    round: int
+    load_before: list[float] | None = None
+    load_after: list[float] | None = None
+    seconds: float
+
+
+class BenchRun(Record):
+    """One bench.json: the measurements of one host."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, populate_by_name=True)
+    schema_: str = Field(BENCH_SCHEMA, alias="schema")
+    created: str
+    host: Host
+    settings: dict[str, Any]
+    load_average: dict[str, list[float] | None] = {}
+    rounds: list[BenchRound] = []
+    flags: list[str] = []
+    measurements: list[Measurement]
+    scenarios: list[dict[str, Any]] = []  # serving scenarios (LoadGen), when measured
+
+    @model_validator(mode="after")
+    def _tag_measurements(self) -> BenchRun:
+        label = host_label(self.host)
+        for m in self.measurements:
+            m.host, m.host_label = self.host.fingerprint, label
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        doc = self.model_dump(mode="json", by_alias=True)
+        for m in doc["measurements"]:
+            m.pop("host", None)
+            m.pop("host_label", None)
+        return doc
+
+
+def host_label(host: Host | dict[str, Any]) -> str:
+    """A short readable host name: hostname plus the fingerprint's first 8 characters."""
+    data = host.model_dump() if isinstance(host, BaseModel) else host
+    fp = str(data.get("fingerprint") or "unknown")
+    return f"{data.get('hostname') or 'host'} ({fp[:8]})"
+
+
+# -- the run --------------------------------------------------------------------------------------
+class RunInfo(Record):
+    name: str
+    config: dict[str, Any]
+    config_hash: str
+    config_path: str | None = None
+    started: str
+    finished: str
+    duration_s: float
+
+
+class TaskInfo(Record):
+    name: str
+    family: Literal["classification", "question-answering"]
+    primary_metric: str
+    eval_examples: int
+    data_note: str | None = None
+
+
+class Similarity(Record):
+    matrix: list[list[float]]
+    num_layers: int
+    examples: int
+    tokens: int
+    selections: dict[str, list[int]]  # threshold (as written) -> 1-based layers removed
+
+
+class Gate(Record):
+    name: str
+    passed: bool
+    value: float | str | None
+    limit: float | None
+    reason: str
+
+
+class Pick(Record):
+    """The recommended artifact on one target provider and host."""
+
+    model: str | None
+    variant: str | None
+    reason: str | None = None
+    primary: float | None = None
+    delta: float | None = None
+    p50_ms: float | None = None
+    p95_ms: float | None = None
+    speedup: float | None = None
+    size_bytes: int | None = None
+    artifact: str | None = None
+    host: str | None = None
+    host_label: str | None = None
+    batch: int | None = None
+    sequence: int | None = None
+    by_host: dict[str, Pick | None] | None = None
+
+
+class Results(Record):
+    """Everything behind a report (results.json)."""
+
+    schema_: str = Field(RESULTS_SCHEMA, alias="schema")
+    run: RunInfo
+    task: TaskInfo
+    similarity: Similarity | None = None
+    models: list[ModelEntry]
+    evaluations: list[Evaluation]
+    bench: list[BenchRun] = []
+    gates: list[Gate] = []
+    recommendation: dict[str, Pick] = {}
+
+    @model_validator(mode="after")
+    def _recompute_deltas(self) -> Results:
+        """Deltas derive from the reference's PyTorch metric: never trust a stored one."""
+        ref = self.reference_evaluation()
+        base = ref.primary if ref is not None else None
+        for ev in self.evaluations:
+            ev.delta = (
+                round(ev.primary - base, 4) if ev.primary is not None and base is not None else None
+            )
+        return self
+
+    def dump(self) -> dict[str, Any]:
+        doc = self.model_dump(mode="json", by_alias=True)
+        doc["bench"] = [run.dump() for run in self.bench]
+        return doc
+
+    # -- look-ups --------------------------------------------------------------------------------
+    def model(self, name: str) -> ModelEntry | None:
+        return next((m for m in self.models if m.name == name), None)
+
+    def reference(self) -> ModelEntry:
+        for m in self.models:
+            if m.kind == "reference":
+                return m
+        raise UserError("results.json has no model of kind 'reference' (the uncompressed model)")
+
+    def reference_evaluation(self) -> Evaluation | None:
+        """The uncompressed model evaluated in PyTorch fp32 (variant 'torch'), else its first."""
+        refs = [m.name for m in self.models if m.kind == "reference"]
+        evals = [e for e in self.evaluations if e.model in refs]
+        return next((e for e in evals if e.variant == "torch"), evals[0] if evals else None)
+
+    def evaluation(self, model: str, variant: str) -> Evaluation | None:
+        return next((e for e in self.evaluations if e.key == (model, variant)), None)
+
+    def torch_evaluation(self, model: str) -> Evaluation | None:
+        """A model's evaluation in PyTorch (variant 'torch'), else its first."""
+        evals = [e for e in self.evaluations if e.model == model]
+        return next((e for e in evals if e.variant == "torch"), evals[0] if evals else None)
+
+    def primary_of(self, model: str) -> float | None:
+        """A model's metric in PyTorch (variant 'torch'), else its first evaluation's."""
+        ev = self.torch_evaluation(model)
+        return ev.primary if ev else None
+
+
+# -- reading files --------------------------------------------------------------------------------
+def _read_json(path: str | Path, expected: str, *alternatives: str) -> dict[str, Any]:
+    """The JSON document at `path`, schema-checked against `expected` or an alternative kind."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"file not found: {path}; pass the path of an existing {expected} file")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: not valid JSON ({exc})") from exc
+    got = str(doc.get("schema", "")) if isinstance(doc, dict) else ""
+    kind = next((a for a in alternatives if got.startswith(a.split("/")[0] + "/")), expected)
+    check_schema(doc, kind, str(path))
+    return doc
+
+
+def check_schema(doc: Any, expected: str, source: str) -> None:
+    """Refuse a document that is not `expected`'s kind or has an unknown major version."""
+    kind, major = expected.split("/")
+    got = doc.get("schema") if isinstance(doc, dict) else None
+    if not isinstance(got, str) or "/" not in got:
+        raise UserError(f"{source}: no 'schema' key; expected a {expected} document")
+    got_kind, got_version = got.split("/", 1)
+    if got_kind != kind:
+        raise UserError(f"{source}: schema {got!r} is not a {kind} document")
+    if got_version.split(".")[0] != major:
+        raise UserError(
+            f"{source}: schema version {got_version} is unknown (this asc-deploy reads "
+            f"{expected}); upgrade asc-deploy or regenerate the file"
+        )
+
+
+def validate(record_type: type[Record], doc: Any, source: str):
+    """`doc` as `record_type`, or a one-line UserError naming the first bad field.
+
+    Strict: a file's number must be a JSON number, never a string that looks like one."""
+    try:
+        return record_type.model_validate(doc, strict=True)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UserError(f"{source}: field '{where}': {first['msg']}{more}") from exc
+
+
+def load_results(path: str | Path) -> Results:
+    return validate(Results, _read_json(path, RESULTS_SCHEMA), str(path))
+
+
+def load_bench(path: str | Path) -> BenchRun:
+    return validate(BenchRun, _read_json(path, BENCH_SCHEMA), str(path))
+
+
+class BenchSet(Record):
+    """`asc-deploy bench-merge`'s output: whole bench runs from any hosts."""
+
+    schema_: str = Field(BENCH_SET_SCHEMA, alias="schema")
+    created: str
+    hosts: dict[str, str | None]  # fingerprint -> hostname
+    runs: list[BenchRun]
+
+
+def load_bench_runs(path: str | Path) -> list[BenchRun]:
+    """The bench runs of a bench.json or of a `bench-merge` set."""
+    path = Path(path)
+    doc = _read_json(path, BENCH_SCHEMA, BENCH_SET_SCHEMA)
+    if doc["schema"].startswith(BENCH_SET_SCHEMA.split("/")[0] + "/"):
+        return validate(BenchSet, doc, str(path)).runs
+    return [validate(BenchRun, doc, str(path))]
+
+
+# -- stage records (what each stage of `run` returns; stored under <run>/stages/) -----------------
+class ModelFolder(Record):
+    """A from_pretrained folder a stage produced or was given, with its content hash."""
+
+    path: str
+    hash: str | None = None  # None: a hub id, not a folder
+
+
+class Profile(Record):
+    """The ASC similarity matrix of the uncompressed model on the training split."""
+
+    num_layers: int = Field(ge=1)
+    matrix: list[list[float]]
+    matrix_hash: str
+    model_hash: str | None = None
+    examples: int
+    tokens: int
+    document: dict[str, Any]  # similarity.json as `asc-deploy profile` writes it
+
+
+class DepthTarget(Record):
+    """ASC at a target depth: the highest threshold removing exactly `count` layers."""
+
+    count: int
+    threshold: float | None
+    layers: list[int] | None
+    reason: str | None = None
+
+
+class Candidates(Record):
+    """The comparison set: every compressed model to build, and what chose its layers."""
+
+    selections: dict[str, list[int]]  # ASC threshold -> layers
+    depth_targets: list[DepthTarget] = []
+    models: list[ModelEntry]
+    evidence: dict[str, dict[str, Any]] = {}  # criterion choice name -> the scores behind it
+
+
+class Pruned(Record):
+    path: str
+    hash: str  # the pruned folder's content: what recovery starts from
+    removed_layers: list[int]
+    parameters_before: int
+    parameters_after: int
+
+
+class ArtifactSet(Record):
+    """The ONNX artifacts of one model: variant -> artifact folder."""
+
+    model: str
+    artifacts: dict[str, str]
+    skipped: dict[str, str] = {}  # variant -> why it was not built

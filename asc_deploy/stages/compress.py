@@ -1,0 +1,266 @@
+"""Compression stages: fine-tune the base model, profile it, choose layer sets, prune, recover."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asc_deploy.config import OffTheShelfModel
+from asc_deploy.records import Candidates, DepthTarget, ModelEntry, ModelFolder, Profile, Pruned
+from asc_deploy.stages.core import Context, Settings, announce, stage
+from asc_deploy.tasks.base import Task
+
+
+def model_folder(path: str | Path) -> ModelFolder:
+    """A folder with its content hash; a hub id as it is."""
+    from asc_deploy.fsutil import hash_folder
+
+    folder = Path(path)
+    return ModelFolder(path=str(path), hash=hash_folder(folder) if folder.is_dir() else None)
+
+
+@stage(
+    "finetune",
+    reads=("model", "model_finetuned", "trust_remote_code", "task", "finetune"),
+    record=ModelFolder,
+)
+def finetune_base(s: Settings, ctx: Context, task: Task) -> ModelFolder:
+    """The uncompressed fine-tuned model: given as it is, or fine-tuned on the task here."""
+    if s["model_finetuned"]:
+        return model_folder(s["model"])
+    from asc_deploy.compress.finetune import finetune
+
+    announce(f"fine-tune {s['model']} on {task.name}")
+    out = finetune(
+        s["model"],
+        task,
+        s["finetune"],
+        ctx.root / "models" / "uncompressed",
+        force="finetune" in ctx.force,
+        trust_remote_code=s["trust_remote_code"],
+    )
+    return model_folder(out)
+
+
+@stage(
+    "profile",
+    reads=("trust_remote_code", "task", "asc.profile_samples", "asc.batch_size"),
+    record=Profile,
+)
+def profile(s: Settings, ctx: Context, model: ModelFolder, task: Task) -> Profile:
+    """ASC's similarity matrix of the model's hidden states on the training split."""
+    from asc_deploy.compress.profiling import profile_task, similarity_record
+
+    announce("ASC profile: layer similarity on the training split")
+    result, identity = profile_task(
+        model.path, task, s["asc.profile_samples"], s["asc.batch_size"], s["trust_remote_code"]
+    )
+    record = similarity_record(result, identity)
+    return Profile(
+        num_layers=record["num_layers"],
+        matrix=record["matrix"],
+        matrix_hash=record["matrix_hash"],
+        model_hash=model.hash,
+        examples=record["examples"],
+        tokens=record["tokens"],
+        document=record,
+    )
+
+
+@stage(
+    "select",
+    reads=(
+        "trust_remote_code",
+        "task",
+        "asc.thresholds",
+        "asc.epsilon",
+        "asc.remove_layers",
+        "comparisons.strategies",
+        "comparisons.random_seeds",
+        "comparisons.layer_counts",
+        "comparisons.greedy_samples",
+    ),
+    record=Candidates,
+)
+def select_candidates(
+    s: Settings, ctx: Context, profile: Profile, model: ModelFolder, task: Task
+) -> Candidates:
+    """Every layer set to build: ASC per threshold and per target depth, then each criterion at
+    each of those depths (and `layer_counts`). Writes the similarity folder with the choices."""
+    import numpy as np
+
+    from asc_deploy.compress.asc import selections_for_thresholds, thresholds_for_depths
+    from asc_deploy.compress.profiling import write_similarity
+
+    matrix, total = np.asarray(profile.matrix), profile.num_layers
+    selections = selections_for_thresholds(matrix, s["asc.thresholds"], s["asc.epsilon"])
+    depths = thresholds_for_depths(matrix, s["asc.remove_layers"], s["asc.epsilon"])
+    write_similarity(
+        ctx.root / "similarity", profile.document, selections, s["asc.epsilon"], depths
+    )
+    models = _asc_entries(selections, total) + _depth_entries(depths.values(), total)
+    counts = sorted({m.removed for m in models} | set(s["comparisons.layer_counts"]))
+    counts = [c for c in counts if 1 <= c < total]
+    criteria, evidence = _criteria_entries(s, ctx, profile, model, task, counts)
+    return Candidates(
+        selections={str(t): layers for t, layers in selections.items()},
+        depth_targets=[
+            DepthTarget(count=d.count, threshold=d.threshold, layers=d.layers, reason=d.reason)
+            for d in depths.values()
+        ],
+        models=models + criteria,
+        evidence=evidence,
+    )
+
+
+def _asc_entries(selections: dict[float, list[int]], total: int) -> list[ModelEntry]:
+    """One model per distinct ASC layer set; lower thresholds choosing the same set join it."""
+    from asc_deploy.progress import status_line
+
+    entries: dict[tuple[int, ...], ModelEntry] = {}
+    for threshold, removed in selections.items():
+        name = f"asc-{threshold:.2f}"
+        if not removed:
+            status_line(f"{name}: no layer reaches the threshold; nothing to remove")
+        elif len(removed) >= total:
+            status_line(f"{name}: every layer is redundant at this threshold; skipped (keep one)")
+        elif tuple(removed) in entries:
+            entries[tuple(removed)].thresholds.append(threshold)
+        else:
+            entries[tuple(removed)] = _entry(name, "asc", removed, total, threshold=threshold)
+    return list(entries.values())
+
+
+def _depth_entries(depths, total: int) -> list[ModelEntry]:
+    from asc_deploy.progress import status_line
+
+    entries = []
+    for d in depths:
+        if d.layers is None:
+            status_line(f"asc at {d.count} removed layers: {d.reason}")
+            continue
+        name = f"asc-k{d.count}"
+        note = f"ASC at a target depth: threshold {d.threshold:.4f} removes exactly {d.count}"
+        entries.append(_entry(name, "asc", d.layers, total, threshold=d.threshold, note=note))
+    return entries
+
+
+def _criteria_entries(s, ctx, profile, model, task, counts) -> tuple[list[ModelEntry], dict]:
+    import numpy as np
+
+    from asc_deploy.compress.criteria import select_layers
+
+    greedy = _greedy_inputs(s, model, task) if "greedy" in s["comparisons.strategies"] else {}
+    entries, evidence = [], {}
+    for count in counts:
+        for name in s["comparisons.strategies"]:
+            seeds = s["comparisons.random_seeds"] if name == "random" else [None]
+            for seed in seeds:
+                choice = select_layers(
+                    name,
+                    profile.num_layers,
+                    count,
+                    seed=seed if seed is not None else 42,
+                    similarity=np.asarray(profile.matrix),
+                    **(greedy if name == "greedy" else {}),
+                )
+                label = f"{name}-{count}" + (f"-s{seed}" if seed is not None else "")
+                entries.append(
+                    _entry(label, "strategy", choice.layers, profile.num_layers, seed=seed,
+                           strategy=name, group=f"{name}-{count}")
+                )  # fmt: skip
+                if choice.evidence:
+                    evidence[label] = choice.evidence
+    return entries, evidence
+
+
+def _greedy_inputs(s, model: ModelFolder, task: Task) -> dict:
+    """The model with its head and batches from the *training* split's held-out end."""
+    from asc_deploy.compress.profiling import length_sorted_batches
+    from asc_deploy.models.loading import load_model_and_tokenizer
+
+    head = "question-answering" if task.family == "question-answering" else "classification"
+    loaded, tokenizer = load_model_and_tokenizer(
+        model.path, head, label_names=task.label_names or None,
+        trust_remote_code=s["trust_remote_code"],
+    )  # fmt: skip
+    train = task.load_examples("train")
+    held_out = train[-s["comparisons.greedy_samples"] :]  # recovery trains on all; scoring is
+    # on the tail, never on the evaluation split
+    features = task.encode(tokenizer, held_out)
+    batches = list(length_sorted_batches(features, 32, tokenizer.pad_token_id))
+    return {"model": loaded, "batches": batches}
+
+
+def _entry(name, kind, removed, total, **fields) -> ModelEntry:
+    threshold = fields.pop("threshold", None)
+    return ModelEntry(
+        name=name,
+        kind=kind,
+        path="",
+        layers=total - len(removed),
+        removed_layers=list(removed),
+        group=fields.pop("group", name),
+        strategy=fields.pop("strategy", "asc"),
+        threshold=threshold,
+        thresholds=[threshold] if threshold is not None else [],
+        **fields,
+    )
+
+
+@stage("prune", reads=(), record=Pruned)
+def prune(s: Settings, ctx: Context, model: ModelFolder, removed: list[int], head: str) -> Pruned:
+    """Physically remove 1-based `removed` layers into `<run>/models/pruned/<layers>`."""
+    from asc_deploy.compress.pruning import prune_model
+
+    dest = ctx.root / "models" / "pruned" / "-".join(map(str, removed))
+    announce(f"prune: remove layers {removed}")
+    record = prune_model(model.path, removed, dest, "explicit", head=head)
+    return Pruned(
+        path=str(dest),
+        hash=model_folder(dest).hash,
+        removed_layers=record["removed_layers"],
+        parameters_before=record["parameters_before"],
+        parameters_after=record["parameters_after"],
+    )
+
+
+@stage("recover", reads=("trust_remote_code", "task", "recovery"), record=ModelFolder)
+def recover(
+    s: Settings, ctx: Context, pruned: Pruned, teacher: ModelFolder, task: Task, name: str
+) -> ModelFolder:
+    """Fine-tune a pruned model again, distilled from the uncompressed one when the recipe says."""
+    from asc_deploy.compress.finetune import finetune
+
+    recipe = s["recovery"]
+    announce(f"recover {name} ({len(pruned.removed_layers)} layers removed)")
+    out = finetune(
+        pruned.path,
+        task,
+        recipe,
+        ctx.root / "models" / name,
+        teacher=teacher.path if recipe.distillation else None,
+        force="recover" in ctx.force,
+        trust_remote_code=s["trust_remote_code"],
+    )
+    return model_folder(out)
+
+
+@stage("finetune", reads=("trust_remote_code", "task", "finetune"), record=ModelFolder)
+def finetune_off_the_shelf(
+    s: Settings, ctx: Context, spec: OffTheShelfModel, task: Task
+) -> ModelFolder:
+    """An off-the-shelf compressed model, fine-tuned on the task with the base recipe."""
+    if spec.finetuned:
+        return model_folder(spec.model)
+    from asc_deploy.compress.finetune import finetune
+
+    announce(f"fine-tune off-the-shelf {spec.name} ({spec.model})")
+    out = finetune(
+        spec.model,
+        task,
+        s["finetune"],
+        ctx.root / "models" / spec.name,
+        force="finetune" in ctx.force,
+        trust_remote_code=s["trust_remote_code"],
+    )
+    return model_folder(out)

@@ -1,0 +1,141 @@
+"""What a stage is, and the one place that caches them.
+
+A stage is a function with a name, the config settings it reads (dotted paths into the run
+config: `task`, `asc.epsilon`) and the type of record it returns. `run_stage` keys its cache on
+the stage's name, the `model_dump()` of every setting it reads and the identities (content hashes)
+of its inputs, and hands the function only those settings, so no stage can read a value that its
+key does not hold. A record whose key matches is reused: that is how a run resumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel
+
+from asc_deploy.fsutil import hash_folder, hash_json, read_json, sha256_file, write_json_atomic
+from asc_deploy.progress import status_line
+
+R = TypeVar("R", bound=BaseModel)
+
+
+class Settings(Mapping[str, Any]):
+    """The settings a stage declared, and only those: reading any other path is a KeyError."""
+
+    def __init__(self, values: Mapping[str, Any]):
+        self._values = dict(values)
+
+    def __getitem__(self, path: str) -> Any:
+        if path not in self._values:
+            raise KeyError(
+                f"setting '{path}' was not declared by this stage (declared: "
+                f"{', '.join(self._values)}); add it to the stage's `reads`"
+            )
+        return self._values[path]
+
+    def __iter__(self):
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
+@dataclass(frozen=True)
+class Context:
+    """Where a run writes, and which stages to redo: never part of a cache key."""
+
+    root: Path
+    force: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Stage(Generic[R]):
+    name: str
+    reads: tuple[str, ...]
+    record: type[R]
+    fn: Callable[..., R]  # fn(settings, context, **inputs) -> record
+
+
+def stage(name: str, reads: tuple[str, ...], record: type[R]):
+    """Declare `fn(settings, context, **inputs) -> record` as a stage."""
+
+    def declare(fn: Callable[..., R]) -> Stage[R]:
+        return Stage(name, reads, record, fn)
+
+    return declare
+
+
+def read_setting(config: BaseModel, path: str) -> Any:
+    value: Any = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def settings_from(config: BaseModel, reads: tuple[str, ...]) -> Settings:
+    return Settings({path: read_setting(config, path) for path in reads})
+
+
+def identity(value: Any) -> Any:
+    """What an input contributes to a cache key: content hashes for files, dumps for records."""
+    if hasattr(value, "data_identity"):  # a Task: its data's content, not where it lives
+        return {split: value.data_identity(split) for split in ("train", "eval")}
+    if isinstance(value, BaseModel):
+        return hash_json(value.model_dump(mode="json"))
+    if isinstance(value, Path):
+        if (value / "manifest.json").is_file():  # an artifact: its manifest holds file hashes
+            return sha256_file(value / "manifest.json")
+        if value.is_dir():
+            return hash_folder(value)
+        return sha256_file(value) if value.is_file() else str(value)
+    if isinstance(value, list | tuple):
+        return [identity(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): identity(v) for k, v in value.items()}
+    return value
+
+
+def _dump(value: Any) -> Any:
+    if not isinstance(value, BaseModel):
+        return value
+    return value.model_dump(mode="json", exclude=getattr(type(value), "cache_exclude", None))
+
+
+@dataclass
+class StageStore:
+    """Stage records under `<run>/stages/`, keyed by what each stage reads and consumes."""
+
+    context: Context
+
+    def run(self, stage: Stage[R], config: BaseModel, label: str = "", **inputs: Any) -> R:
+        """The stage's record: reused when its key matches a stored one, else computed."""
+        settings = settings_from(config, stage.reads)
+        key_doc = {
+            "stage": stage.name,
+            "settings": {path: _dump(v) for path, v in settings.items()},
+            "inputs": {name: identity(v) for name, v in inputs.items()},
+        }
+        key = hash_json(key_doc)
+        path = self.context.root / "stages" / f"{stage.name}{'-' + label if label else ''}.json"
+        if stage.name not in self.context.force and path.is_file():
+            stored = read_json(path)
+            if stored.get("key") == key:
+                return stage.record.model_validate(stored["result"])
+        result = stage.fn(settings, self.context, **inputs)
+        write_json_atomic(
+            path,
+            {
+                "key": key,
+                "stage": stage.name,
+                "inputs": key_doc,
+                "result": result.model_dump(mode="json"),
+            },
+        )
+        return result
+
+
+def announce(message: str) -> None:
+    status_line(f"[stage] {message}")

@@ -1,0 +1,126 @@
+"""The export stage: an fp32 ONNX artifact validated against PyTorch, then each variant.
+
+`asc-deploy export` / `quantize` / `optimize` and `run` all go through `export_features` and
+`build_variant`, so one action has one behaviour and a variant name maps to its builder in one
+place.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from asc_deploy.config import ExportConfig
+from asc_deploy.records import ArtifactSet, ModelFolder
+from asc_deploy.stages.core import Context, Settings, announce, stage
+from asc_deploy.tasks.base import Feature, Task
+
+# How each variant is derived from the fp32 artifact (the quantize verb's --mode names).
+MODE_OF_VARIANT = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}
+VARIANT_OF_MODE = {mode: variant for variant, mode in MODE_OF_VARIANT.items()}
+GPU_ONLY_VARIANTS = {"fp16": "a CUDA variant"}
+
+
+def export_features(
+    task: Task, tokenizer, settings: ExportConfig
+) -> tuple[list[Feature], list[Feature]]:
+    """(validation, sample) features from the evaluation split.
+
+    Validation runs on a spread of lengths (every k-th example, not just the first few); the
+    saved sample inputs are the first `sample_inputs` examples, for benchmarks with real lengths.
+    """
+    examples = task.load_examples("eval")
+    step = max(1, len(examples) // settings.validation_samples)
+    validation = task.encode(tokenizer, examples[::step][: settings.validation_samples])
+    samples = task.encode(tokenizer, examples[: settings.sample_inputs])
+    return validation, samples
+
+
+def calibration_features(task: Task, tokenizer, settings: ExportConfig) -> list[Feature]:
+    """Static quantisation calibrates on the *training* split, never on the evaluation split."""
+    return task.encode(tokenizer, task.load_examples("train", settings.calibration_samples))
+
+
+def build_variant(
+    variant: str,
+    fp32_dir: Path,
+    dest: Path,
+    settings: ExportConfig,
+    calibration: list[Feature] | None = None,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """Derive `variant` from the fp32 artifact at `fp32_dir`; returns the variant's manifest."""
+    from asc_deploy.deploy.optimize import optimize_artifact
+    from asc_deploy.deploy.quantize import quantize_artifact
+
+    if variant == "optimized":
+        return optimize_artifact(fp32_dir, dest, "cpu", reuse=reuse)
+    mode = MODE_OF_VARIANT[variant]
+    return quantize_artifact(
+        fp32_dir,
+        dest,
+        mode,
+        isa=settings.isa,
+        calibration_features=calibration,
+        calibration_samples=settings.calibration_samples,
+        calibrator=settings.calibration_method,
+        provider="cuda" if mode == "fp16" else None,
+        reuse=reuse,
+        per_channel=settings.per_channel,
+    )
+
+
+def export_model(
+    model_dir: Path,
+    dest: Path,
+    task: Task,
+    settings: ExportConfig,
+    name: str | None = None,
+    reuse: bool = True,
+) -> dict[str, Any]:
+    """The validated fp32 artifact of `model_dir` at `dest` (the `export` verb and stage)."""
+    from transformers import AutoTokenizer
+
+    from asc_deploy.deploy.export import export_artifact
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    validation, samples = export_features(task, tokenizer, settings)
+    return export_artifact(
+        model_dir,
+        dest,
+        task.family,
+        validation,
+        samples,
+        settings.opset,
+        name=name,
+        task_name=task.name,
+        reuse=reuse,
+    )
+
+
+@stage("export", reads=("task", "export", "bench.providers"), record=ArtifactSet)
+def export(
+    s: Settings, ctx: Context, model: ModelFolder, task: Task, name: str, variants: list[str]
+) -> ArtifactSet:
+    """`variants` of one model under `<run>/artifacts/<name>/`; GPU-only ones need a GPU bench."""
+    settings: ExportConfig = s["export"]
+    folder = ctx.root / "artifacts" / name
+    reuse = "export" not in ctx.force
+    announce(f"export {name}")
+    export_model(Path(model.path), folder / "fp32", task, settings, name=name, reuse=reuse)
+    built, skipped = {"fp32": str(folder / "fp32")}, {}
+    calibration = None
+    for variant in variants:
+        if variant == "fp32":
+            continue
+        if variant in GPU_ONLY_VARIANTS and not set(s["bench.providers"]) - {"cpu"}:
+            skipped[variant] = f"{GPU_ONLY_VARIANTS[variant]}; no GPU provider in bench.providers"
+            continue
+        if variant == "int8-static" and calibration is None:
+            from transformers import AutoTokenizer
+
+            tokenizer = AutoTokenizer.from_pretrained(model.path)
+            calibration = calibration_features(task, tokenizer, settings)
+        build_variant(variant, folder / "fp32", folder / variant, settings, calibration, reuse)
+        built[variant] = str(folder / variant)
+    return ArtifactSet(model=name, artifacts=built, skipped=skipped)

@@ -1,0 +1,104 @@
+"""Measuring stages: evaluate a model or artifact on the task, and benchmark the artifacts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from asc_deploy.records import BenchRun, Evaluation, ModelFolder
+from asc_deploy.stages.core import Context, Settings, announce, stage
+from asc_deploy.tasks.base import Task
+
+TORCH_VARIANTS = ("torch", "torch-dynamic-int8")
+
+
+@stage("evaluate", reads=("task",), record=Evaluation)
+def evaluate(
+    s: Settings, ctx: Context, source: Path, task: Task, model: str, variant: str
+) -> Evaluation:
+    """`source` (a model folder for PyTorch variants, an artifact folder otherwise) on the
+    evaluation split; per-example predictions go to `<run>/evals/<model>--<variant>/`."""
+    if variant in TORCH_VARIANTS:
+        announce(f"evaluate {model} ({variant}, PyTorch)")
+        result, facts = _evaluate_torch(source, task, variant)
+    else:
+        from asc_deploy.deploy.ort_evaluate import evaluate_onnx
+
+        announce(f"evaluate {model} ({variant}, ONNX Runtime)")
+        result = evaluate_onnx(source, task)
+        facts = {
+            "runtime": "onnxruntime",
+            "artifact": str(source),
+            "size_bytes": (source / "model.onnx").stat().st_size,
+        }
+    return Evaluation(
+        model=model,
+        variant=variant,
+        metrics=result.metrics,
+        primary=result.metrics.get(task.primary_metric),
+        seconds=round(result.seconds, 3),
+        examples=result.num_examples,
+        **_save_predictions(ctx.root / "evals" / f"{model}--{variant}", result),
+        **facts,
+    )
+
+
+def _evaluate_torch(source: Path, task: Task, variant: str):
+    from asc_deploy.models.loading import count_parameters, load_model_and_tokenizer
+    from asc_deploy.tasks.evaluation import evaluate_torch
+
+    head = "question-answering" if task.family == "question-answering" else "classification"
+    model, tokenizer = load_model_and_tokenizer(source, head, label_names=task.label_names or None)
+    parameters = count_parameters(model)
+    if variant == "torch-dynamic-int8":
+        from asc_deploy.measure.torch_runner import quantize_dynamic_int8
+
+        model = quantize_dynamic_int8(model)
+    result = evaluate_torch(model, tokenizer, task)
+    files = list(source.glob("*.safetensors")) + list(source.glob("*.bin"))
+    facts = {
+        "runtime": "torch",
+        "size_bytes": sum(f.stat().st_size for f in files) or None,
+        "parameters": parameters if variant == "torch" else None,
+    }
+    return result, facts
+
+
+def _save_predictions(folder: Path, result) -> dict[str, str | None]:
+    import numpy as np
+
+    from asc_deploy.tasks.evaluation import save_predictions
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_predictions(folder / "predictions.jsonl", result.predictions)
+    cls = None
+    if result.cls_vectors is not None:
+        cls = folder / "cls.npy"
+        np.save(cls, result.cls_vectors)
+    return {"predictions": str(folder / "predictions.jsonl"), "cls": str(cls) if cls else None}
+
+
+@stage("bench", reads=("bench",), record=BenchRun)
+def bench(
+    s: Settings,
+    ctx: Context,
+    artifacts: list[Path],
+    reference: ModelFolder,
+    reference_name: str,
+    host: str,
+) -> BenchRun:
+    """Every artifact folder (and the reference in PyTorch) on this host; `host` keys the
+    record, and each artifact's manifest (its files' hashes) does too."""
+    from asc_deploy.fsutil import write_json_atomic
+    from asc_deploy.measure.harness import BenchSettings, resolve_targets, run_bench, torch_targets
+    from asc_deploy.progress import status_line
+
+    settings = BenchSettings.from_config(s["bench"]).validated()
+    announce(f"bench {len(artifacts)} artifacts")
+    targets = resolve_targets([str(p) for p in artifacts])
+    if s["bench"].include_torch:
+        for target in torch_targets(reference.path):
+            target.model = reference_name  # the folder may be named anything
+            targets.append(target)
+    run = BenchRun.model_validate(run_bench(targets, settings, progress=status_line))
+    write_json_atomic(ctx.root / "bench.json", run.dump())
+    return run
