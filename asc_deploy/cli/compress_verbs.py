@@ -51,29 +51,57 @@ def profile(
     thresholds: Annotated[
         str, typer.Option(help="Thresholds to show selections for.")
     ] = "0.90,0.85,0.80",
+    epsilon: Annotated[float, typer.Option(help="ASC tolerance epsilon.")] = 0.01,
+    remove_layers: Annotated[
+        str | None,
+        typer.Option(
+            help="Also find, for each K (e.g. 2,4), the highest threshold removing exactly K."
+        ),
+    ] = None,
     trust_remote_code: Annotated[
         bool, typer.Option(help="Allow the model's own code to run.")
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """ASC step 2-3: one forward pass over the training split, the (L+1)x(L+1) similarity matrix."""
-    from asc_deploy.compress.asc import check_threshold, selections_for_thresholds
-    from asc_deploy.compress.profiling import profile_task, similarity_record, write_similarity
+    from asc_deploy.compress.asc import (
+        check_threshold,
+        selections_for_thresholds,
+        thresholds_for_depths,
+    )
+    from asc_deploy.compress.criteria import check_count
+    from asc_deploy.compress.profiling import (
+        profile_task,
+        read_similarity,
+        similarity_record,
+        write_similarity,
+    )
     from asc_deploy.errors import UserError
 
     try:
         levels = [check_threshold(float(t)) for t in thresholds.split(",")]
+        depths = [int(k) for k in (remove_layers or "").split(",") if k.strip()]
     except ValueError:
-        raise UserError(f"--thresholds '{thresholds}' must be numbers like 0.90,0.85") from None
+        raise UserError(
+            f"--thresholds '{thresholds}' must be numbers like 0.90,0.85 and --remove-layers "
+            f"'{remove_layers}' whole numbers like 2,4"
+        ) from None
+    total = _layer_count(model)
+    for count in depths:
+        check_count(total, count, "--remove-layers")
     resolved = resolve_task(task, data_dir, config)
     result, identity = profile_task(model, resolved, max_samples, batch_size, trust_remote_code)
     record = similarity_record(result, identity)
-    selections = selections_for_thresholds(result.matrix, levels)
-    write_similarity(output, record, selections)
+    selections = selections_for_thresholds(result.matrix, levels, epsilon)
+    by_depth = thresholds_for_depths(result.matrix, depths, epsilon)
+    write_similarity(output, record, selections, epsilon, by_depth)
     if as_json:
-        print(json.dumps({**record, "selections": {str(k): v for k, v in selections.items()}}))
+        print(json.dumps(read_similarity(output)))
         return
     _print_selections(result.matrix, selections, output)
+    for count, choice in by_depth.items():
+        found = f"threshold {choice.threshold:.6g}: layers {choice.layers}"
+        print(f"remove {count}: {found if choice.threshold is not None else choice.reason}")
 
 
 def _print_selections(matrix, selections, output: Path) -> None:
@@ -92,75 +120,193 @@ def _print_selections(matrix, selections, output: Path) -> None:
     Console().print(table)
 
 
+# What each criterion input is on this command line, for one-line errors naming the flag.
+PRUNE_FLAGS = {
+    "similarity": "--similarity similarity.json (from `asc-deploy profile`)",
+    "model": "--task PRESET --data-dir DIR (or --config run.yaml): it scores layers on the "
+    "training split",
+    "layers": "--layers 1,3",
+}
+
+
 def prune(
     model: Annotated[str, typer.Argument(help="Model to prune: local folder or hub id.")],
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the pruned model.")],
     similarity: Annotated[
-        Path | None, typer.Option(help="similarity.json from `profile` (strategy asc).")
+        Path | None,
+        typer.Option(help="similarity.json from `profile` (asc, block-influence, angular-block)."),
     ] = None,
-    threshold: Annotated[float, typer.Option(help="ASC threshold.")] = 0.90,
+    threshold: Annotated[float | None, typer.Option(help="ASC threshold (default 0.90).")] = None,
+    remove_layers: Annotated[
+        int | None,
+        typer.Option(
+            help="ASC at a target depth: remove exactly K layers, at the highest threshold "
+            "whose ASC selection does (instead of --threshold)."
+        ),
+    ] = None,
     epsilon: Annotated[float, typer.Option(help="ASC tolerance epsilon.")] = 0.01,
     strategy: Annotated[
-        str, typer.Option(help="asc, top, bottom, alternate, middle, random, explicit.")
+        str,
+        typer.Option(
+            help="asc, or a criterion removing --num-layers layers: top, bottom, alternate, "
+            "middle, random, block-influence, angular-block (both need --similarity), greedy "
+            "(needs --task/--data-dir), explicit (--layers)."
+        ),
     ] = "asc",
     num_layers: Annotated[
-        int | None, typer.Option(help="How many layers a baseline strategy removes.")
+        int | None, typer.Option(help="How many layers a criterion other than asc removes.")
     ] = None,
     layers: Annotated[
         str | None, typer.Option(help="Explicit 1-based layers to remove, e.g. 1,3.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for the random strategy.")] = 42,
+    seed: Annotated[int, typer.Option(help="Seed for random, and greedy's data sample.")] = 42,
+    task: Annotated[str | None, typer.Option(help="Task preset (greedy).")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="Local data folder (greedy).")] = None,
+    config: Annotated[Path | None, typer.Option(help="Run config YAML (greedy's task).")] = None,
+    greedy_samples: Annotated[
+        int, typer.Option(min=1, help="Training examples greedy scores each layer on.")
+    ] = 256,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per forward pass.")] = 32,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an -o folder that is not a previous prune output.")
+    ] = False,
     as_json: Annotated[
         bool, typer.Option("--json", help="Print the pruning record as JSON.")
     ] = False,
 ) -> None:
-    """Remove encoder layers physically; saves a from_pretrained folder plus pruning.json."""
-    from asc_deploy.compress.asc import check_threshold, select_redundant_layers
-    from asc_deploy.compress.profiling import read_similarity
-    from asc_deploy.compress.pruning import prune_model
-    from asc_deploy.compress.strategies import explicit_layers, layers_for_strategy
-    from asc_deploy.errors import UserError
-    from asc_deploy.models.loading import load_config
+    """Remove encoder layers physically; saves a from_pretrained folder plus pruning.json.
 
-    config = load_config(model)
-    total = getattr(config, "n_layers", None) or config.num_hidden_layers
-    record_hash, used_threshold = None, None
-    if layers is not None or strategy == "explicit":
+    ASC: --similarity S with --threshold T, or --remove-layers K for the highest threshold that
+    removes exactly K. Other criteria: --strategy NAME --num-layers K.
+    """
+    from asc_deploy.compress.criteria import check_request, select_layers
+    from asc_deploy.compress.profiling import read_similarity
+    from asc_deploy.compress.pruning import PRUNING_RECORD, check_profiled_model, prune_model
+    from asc_deploy.errors import UserError
+    from asc_deploy.fsutil import check_output_folder, has_marker
+
+    check_output_folder(
+        output, lambda f: has_marker(f, PRUNING_RECORD), "`asc-deploy prune`", overwrite, [model]
+    )
+    if layers is not None:
         strategy = "explicit"
-        removed = explicit_layers(total, parse_layer_list(layers or ""))
-    elif strategy == "asc":
-        if similarity is None:
-            raise UserError(
-                "strategy asc needs --similarity similarity.json (from `asc-deploy profile`)"
-            )
-        record = read_similarity(similarity)
-        if record["num_layers"] != total:
-            raise UserError(
-                f"{similarity} profiles {record['num_layers']} layers but the model has {total}"
-            )
-        used_threshold = check_threshold(threshold)
-        removed = select_redundant_layers(record["matrix"], threshold, epsilon)
-        record_hash = record["matrix_hash"]
+        if not parse_layer_list(layers):
+            raise UserError("--layers is empty; name the 1-based layers to remove, e.g. 1,3")
+    if similarity is not None:
+        check_profiled_model(read_similarity(similarity), model, similarity)
+    total = _layer_count(model)
+    used_threshold, evidence = None, {}
+    if strategy == "asc":
+        removed, used_threshold, evidence = _asc_choice(
+            similarity, threshold, remove_layers, num_layers, epsilon, total
+        )
     else:
-        if num_layers is None:
-            raise UserError(f"strategy {strategy} needs --num-layers (how many layers to remove)")
-        removed = layers_for_strategy(strategy, total, num_layers, seed)
+        if remove_layers is not None or threshold is not None:
+            raise UserError(
+                f"--remove-layers and --threshold are for strategy asc, not {strategy}; "
+                "use --num-layers K"
+            )
+        given = {
+            need
+            for need, flag in (("similarity", similarity), ("layers", layers), ("model", task))
+            if flag is not None
+        } | ({"model"} if config is not None else set())
+        chosen = check_request(strategy, total, num_layers, given, PRUNE_FLAGS, "--num-layers")
+        # Every flag is checked above; only now are the similarity, the model or data loaded.
+        inputs: dict = {"seed": seed}
+        if "similarity" in chosen.needs:
+            inputs["similarity"], evidence["matrix_hash"] = _similarity_matrix(similarity, total)
+        if "model" in chosen.needs:
+            resolved = resolve_task(task, data_dir, config)
+            inputs["model"], inputs["batches"] = _greedy_inputs(
+                model, resolved, greedy_samples, batch_size, seed
+            )
+        if "layers" in chosen.needs:
+            inputs["layers"] = parse_layer_list(layers or "")
+        choice = select_layers(strategy, total, num_layers, **inputs)
+        removed, evidence = choice.layers, {**evidence, **choice.evidence}
     pruning = prune_model(
         model,
         removed,
         output,
         strategy,
         threshold=used_threshold,
-        seed=seed if strategy == "random" else None,
-        similarity_hash=record_hash,
+        seed=seed if strategy in ("random", "greedy") else None,
+        similarity_hash=evidence.pop("matrix_hash", None),
     )
     if as_json:
-        print(json.dumps(pruning))
+        print(json.dumps({**pruning, "evidence": evidence}))
     else:
+        implied = f" (threshold {used_threshold:.6g})" if remove_layers is not None else ""
         print(
-            f"removed layers {removed or 'none'} of {total}; "
+            f"removed layers {removed or 'none'} of {total}{implied}; "
             f"kept {pruning['kept_layers']} -> {output}"
         )
+
+
+def _asc_choice(similarity, threshold, remove_layers, num_layers, epsilon, total):
+    """ASC's layers, threshold and evidence, from a threshold or a target depth."""
+    from asc_deploy.compress.asc import (
+        check_threshold,
+        select_redundant_layers,
+        threshold_for_depth,
+    )
+    from asc_deploy.compress.criteria import check_count
+    from asc_deploy.errors import UserError
+
+    if not 0 <= epsilon < 1:
+        raise UserError(f"--epsilon {epsilon} must be in [0, 1): a small tolerance such as 0.01")
+    if num_layers is not None:
+        raise UserError(
+            "strategy asc chooses its own count; use --remove-layers K for ASC at a target depth"
+        )
+    if remove_layers is not None and threshold is not None:
+        raise UserError("give --threshold or --remove-layers, not both")
+    if remove_layers is not None:
+        check_count(total, remove_layers, "--remove-layers")
+    else:
+        threshold = check_threshold(0.90 if threshold is None else threshold)
+    if similarity is None:
+        raise UserError(f"strategy asc needs {PRUNE_FLAGS['similarity']}")
+    matrix, matrix_hash = _similarity_matrix(similarity, total)
+    evidence = {"matrix_hash": matrix_hash, "epsilon": epsilon}
+    if remove_layers is None:
+        return select_redundant_layers(matrix, threshold, epsilon), threshold, evidence
+    choice = threshold_for_depth(matrix, remove_layers, epsilon)
+    if choice.threshold is None:
+        nearest = "; ".join(f"{c} layers at threshold {t:.6g}" for c, t in choice.nearest)
+        raise UserError(f"--remove-layers {remove_layers}: {choice.reason} (nearest: {nearest})")
+    return choice.layers, choice.threshold, {**evidence, "target_depth": choice.record()}
+
+
+def _layer_count(model: str) -> int:
+    """The model's encoder layers, from its config alone (cheap: checks come before work)."""
+    from asc_deploy.models.loading import load_config
+
+    config = load_config(model)
+    return getattr(config, "n_layers", None) or config.num_hidden_layers
+
+
+def _similarity_matrix(similarity: Path, total: int):
+    from asc_deploy.compress.profiling import read_similarity
+    from asc_deploy.errors import UserError
+
+    record = read_similarity(similarity)
+    if record["num_layers"] != total:
+        raise UserError(
+            f"{similarity} profiles {record['num_layers']} layers but the model has {total}"
+        )
+    return record["matrix"], record["matrix_hash"]
+
+
+def _greedy_inputs(model, task, samples: int, batch_size: int, seed: int):
+    """The model with its head, and a seeded sample of the task's *training* split, encoded."""
+    from asc_deploy.compress.greedy import training_batches
+    from asc_deploy.compress.pruning import infer_head
+    from asc_deploy.models.loading import load_model_and_tokenizer
+
+    loaded, tokenizer = load_model_and_tokenizer(model, head=infer_head(model))
+    return loaded, training_batches(task, tokenizer, samples, batch_size, seed)
 
 
 def register(app: typer.Typer) -> None:

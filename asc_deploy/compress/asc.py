@@ -119,3 +119,106 @@ def selections_for_thresholds(
 ) -> dict[float, list[int]]:
     """The matrix is computed once per task and reused for every threshold."""
     return {t: select_redundant_layers(matrix, t, epsilon) for t in thresholds}
+
+
+@dataclass(frozen=True)
+class DepthChoice:
+    """ASC at a target depth: the highest threshold whose selection removes exactly `count`."""
+
+    count: int
+    threshold: float | None  # None: no threshold in (0, 1] removes exactly `count` layers
+    layers: list[int] | None
+    reason: str | None = None
+    # The nearest counts the rule does reach: (count, highest threshold that gives it).
+    nearest: tuple[tuple[int, float], ...] = ()
+
+    def record(self) -> dict:
+        return {
+            "count": self.count,
+            "threshold": self.threshold,
+            "layers": self.layers,
+            "reason": self.reason,
+            "nearest": [{"count": c, "threshold": t} for c, t in self.nearest],
+        }
+
+
+def _highest_threshold_admitting(value: float, epsilon: float) -> float:
+    """The largest double t with `value >= t - epsilon` as the rule computes it.
+
+    t = value + epsilon can miss by an ulp either way after rounding, so step to the exact edge;
+    `t - epsilon` is monotone in t, so the edge is unique.
+    """
+    t = float(value) + epsilon
+    while t - epsilon > value:
+        t = float(np.nextafter(t, -np.inf))
+    while float(np.nextafter(t, np.inf)) - epsilon <= value:
+        t = float(np.nextafter(t, np.inf))
+    return t
+
+
+def threshold_sweep(matrix: np.ndarray, epsilon: float = EPSILON) -> list[tuple[float, list[int]]]:
+    """Every selection the rule can make over thresholds in (0, 1], each with the highest
+    threshold that makes it, highest threshold first.
+
+    The rule compares entries S[i][k] (i < k) with t - epsilon, so the selection depends only on
+    which entries are admitted; that set changes only where t - epsilon passes an entry's value.
+    For an entry v the highest admitting threshold is the edge t*(v); any threshold t gives the
+    same selection as t*(v_min) >= t, where v_min is the smallest entry t admits (none admitted:
+    the selection at t = 1 when 1 admits nothing either). So these candidates, capped at 1, cover
+    every reachable selection at its highest threshold.
+    """
+    matrix = np.asarray(matrix, dtype=np.float64)
+    entries = np.unique(matrix[np.triu_indices(matrix.shape[0], k=1)])
+    candidates = {1.0}
+    for value in entries:
+        t = _highest_threshold_admitting(float(value), epsilon)
+        if t > 0:
+            candidates.add(min(t, 1.0))
+    sweep: list[tuple[float, list[int]]] = []
+    for t in sorted(candidates, reverse=True):
+        layers = select_redundant_layers(matrix, t, epsilon)
+        if not sweep or sweep[-1][1] != layers:
+            sweep.append((t, layers))
+    return sweep
+
+
+def threshold_for_depth(matrix: np.ndarray, count: int, epsilon: float = EPSILON) -> DepthChoice:
+    """The highest threshold at which the authors' rule removes exactly `count` layers.
+
+    Lowering the threshold does not always remove more layers (a newly removed state stops
+    serving as a reference), so the whole sweep is searched, highest threshold first.
+    """
+    num_layers = np.asarray(matrix).shape[0] - 1
+    if not 1 <= count < num_layers:
+        raise UserError(
+            f"cannot remove {count} of {num_layers} layers with ASC; "
+            f"ask for 1..{num_layers - 1} layers"
+        )
+    sweep = threshold_sweep(matrix, epsilon)
+    for t, layers in sweep:
+        if len(layers) == count:
+            return DepthChoice(count=count, threshold=t, layers=layers)
+    highest: dict[int, float] = {}
+    for t, layers in sweep:
+        highest.setdefault(len(layers), t)
+    below = [c for c in highest if c < count]
+    above = [c for c in highest if c > count]
+    closest = ([max(below)] if below else []) + ([min(above)] if above else [])
+    reached = ", ".join(str(c) for c in sorted(highest))
+    return DepthChoice(
+        count=count,
+        threshold=None,
+        layers=None,
+        reason=(
+            f"no threshold in (0, 1] makes the ASC rule (epsilon {epsilon}) remove exactly "
+            f"{count} layers; it removes {reached} layers at some threshold"
+        ),
+        nearest=tuple((c, highest[c]) for c in closest),
+    )
+
+
+def thresholds_for_depths(
+    matrix: np.ndarray, counts: Iterable[int], epsilon: float = EPSILON
+) -> dict[int, DepthChoice]:
+    """`threshold_for_depth` for each requested count (config `asc.remove_layers`)."""
+    return {count: threshold_for_depth(matrix, count, epsilon) for count in counts}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
-from asc_deploy.compress.asc import SimilarityProfile, profile_similarity
+from asc_deploy.compress.asc import EPSILON, DepthChoice, SimilarityProfile, profile_similarity
 from asc_deploy.compress.pruning import matrix_hash
 from asc_deploy.fsutil import atomic_dir, hash_folder, read_json, write_json_atomic
 from asc_deploy.tasks.base import Task, collate
@@ -73,14 +73,100 @@ def similarity_record(profile: SimilarityProfile, identity: dict) -> dict:
     }
 
 
-def write_similarity(output_dir: Path, record: dict, selections: dict[float, list[int]]) -> None:
-    """similarity.json plus a heatmap marking each threshold's removed layers, atomically."""
-    from asc_deploy.report.plots import similarity_heatmap
+def similarity_scale(matrix) -> dict:
+    """The numbers that say whether a threshold can bite: adjacent states' similarity S[k-1][k]
+    (what a single layer changes) and the largest off-diagonal entry."""
+    import numpy as np
 
-    record = {**record, "selections": {str(t): layers for t, layers in selections.items()}}
+    matrix = np.asarray(matrix, dtype=np.float64)
+    adjacent = np.diag(matrix, k=1)
+    upper = matrix[np.triu_indices(matrix.shape[0], k=1)]
+    return {
+        "max_adjacent": float(adjacent.max()),
+        "max_adjacent_layer": int(adjacent.argmax()) + 1,  # layer k: S[k-1][k]
+        "min_adjacent": float(adjacent.min()),
+        "max_off_diagonal": float(upper.max()),
+    }
+
+
+def write_similarity(
+    output_dir: Path,
+    record: dict,
+    selections: dict[float, list[int]],
+    epsilon: float = EPSILON,
+    depths: dict[int, DepthChoice] | None = None,
+) -> None:
+    """similarity.json plus a heatmap marking each threshold's removed layers, atomically.
+
+    `depths`: ASC at target depths (`asc.threshold_for_depth`), recorded beside the selections.
+    """
+    record = {
+        **record,
+        "selections": {str(t): layers for t, layers in selections.items()},
+        "epsilon": epsilon,
+        "scale": similarity_scale(record["matrix"]),
+    }
+    if depths:
+        record["depths"] = {str(k): choice.record() for k, choice in depths.items()}
     with atomic_dir(output_dir) as tmp:
         write_json_atomic(tmp / SIMILARITY_FILE, record)
-        (tmp / HEATMAP_FILE).write_bytes(similarity_heatmap({"similarity": record}))
+        (tmp / HEATMAP_FILE).write_bytes(similarity_heatmap(record))
+
+
+def similarity_heatmap(record: dict) -> bytes:
+    """The matrix with its scale beside the thresholds: each threshold (and t - epsilon, where
+    the rule really cuts) drawn on the colorbar, the most similar adjacent pair boxed and named,
+    and each threshold's removed layers in a grid beside it."""
+    import numpy as np
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Rectangle
+
+    from asc_deploy.report.plots import _png, _selection_grid
+
+    matrix = np.asarray(record["matrix"], dtype=np.float64)
+    selections = {float(t): v for t, v in (record.get("selections") or {}).items()}
+    epsilon = record.get("epsilon", EPSILON)
+    scale = similarity_scale(matrix)
+    removed = set().union(*selections.values()) if selections else set()
+    cuts = [t - epsilon for t in selections]
+    fig = Figure(figsize=(12, 5))
+    ax, ax_sel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
+    # Keep every threshold on the colour scale, even one below the matrix's smallest entry.
+    low = min([matrix.min(), *cuts]) - 0.01
+    image = ax.imshow(matrix, cmap="viridis", vmin=low, vmax=1.0)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8, pad=0.12, label="cosine similarity")
+    for t in selections:
+        bar.ax.axhline(t, color="tab:red", linewidth=1.5)
+        bar.ax.axhline(t - epsilon, color="tab:red", linewidth=0.8, linestyle=":")
+        bar.ax.text(
+            -0.3,
+            t,
+            f"t={t:g}",
+            color="tab:red",
+            fontsize=7,
+            ha="right",
+            va="center",
+            transform=bar.ax.get_yaxis_transform(),
+        )
+    bar.ax.axhline(scale["max_adjacent"], color="white", linewidth=1.5, linestyle="--")
+    k = scale["max_adjacent_layer"]
+    ax.add_patch(Rectangle((k - 0.5, k - 1.5), 1, 1, fill=False, edgecolor="white", linewidth=2))
+    labels = [str(i) for i in range(len(matrix))]
+    ax.set_xticks(range(len(matrix)), labels)
+    ax.set_yticks(range(len(matrix)), labels)
+    for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
+        if int(tick.get_text()) in removed:
+            tick.set_color("tab:red")
+            tick.set_fontweight("bold")
+    ax.set_title(
+        "Hidden-state similarity (red: removed at some threshold)\n"
+        f"max adjacent S[k-1][k] = {scale['max_adjacent']:.3f} (layer {k}, boxed; white dashes "
+        f"on the bar); red: thresholds, dotted: t - {epsilon:g}",
+        fontsize=9,
+    )
+    ax.set_xlabel("hidden state / layer (0 = embeddings)")
+    _selection_grid(ax_sel, selections, len(matrix) - 1)
+    return _png(fig)
 
 
 def read_similarity(path: str | Path) -> dict:

@@ -1,9 +1,8 @@
-"""Which layers to remove: ASC's similarity rule and the usual layer-dropping baselines.
+"""Layer positions for the usual layer-dropping baselines (Sajjad et al., arXiv 2004.03844).
 
-Every strategy returns 1-based layer numbers (layer k produced hidden state k), so a report can
-put ASC's choice and a baseline's side by side. The baselines follow Sajjad et al., "On the effect
-of dropping layers of pre-trained transformer models"; a fair comparison removes as many layers
-as ASC does.
+Every function returns 1-based layer numbers (layer k produced hidden state k), so a report can
+put ASC's choice and a baseline's side by side; a fair comparison removes as many layers as ASC
+does. They are registered as criteria, with the similarity- and model-based ones, in `criteria`.
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ import random
 from collections.abc import Sequence
 
 from asc_deploy.errors import UserError
-
-STRATEGIES = ("asc", "top", "bottom", "alternate", "middle", "random", "explicit")
 
 
 def _check_count(num_layers: int, count: int) -> None:
@@ -71,15 +68,7 @@ def explicit_layers(num_layers: int, layers: Sequence[int]) -> list[int]:
 
 
 def layers_for_strategy(strategy: str, num_layers: int, count: int, seed: int = 42) -> list[int]:
-    """A baseline strategy's choice of `count` layers to remove."""
-    choosers = {
-        "top": top_layers,
-        "bottom": bottom_layers,
-        "alternate": alternate_layers,
-        "middle": middle_layers,
-    }
-    if strategy == "random":
-        return random_layers(num_layers, count, seed)
-    if strategy not in choosers:
-        raise UserError(f"unknown strategy '{strategy}'; choose one of {', '.join(STRATEGIES)}")
-    return choosers[strategy](num_layers, count)
+    """A position criterion's choice of `count` layers; `criteria.select_layers` takes them all."""
+    from asc_deploy.compress.criteria import select_layers
+
+    return select_layers(strategy, num_layers, count, seed=seed).layers
