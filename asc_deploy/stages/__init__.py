@@ -2,7 +2,7 @@
 
 | stage | module | returns |
 |---|---|---|
-| finetune, profile, select, prune, recover | compress.py | ModelFolder, Profile, Candidates, Pruned |
+| finetune, profile, select, prune, recover | compress.py | ModelFolder, Profile, Candidates, ... |
 | export | deploy.py | ArtifactSet |
 | evaluate, bench | measure.py | Evaluation, BenchRun |
 """
