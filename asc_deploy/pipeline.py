@@ -218,10 +218,12 @@ class Pipeline:
 
 
 def _compare(evaluations: list[Evaluation], task) -> None:
-    """Fidelity and paired statistics of every evaluation against the uncompressed model."""
+    """Fidelity and paired statistics (bootstrap CI, McNemar) of every evaluation against the
+    uncompressed model in PyTorch, on the same examples."""
     import numpy as np
 
     from asc_deploy.measure.fidelity import compare_predictions
+    from asc_deploy.measure.statistics import compare_predictions as paired_statistics
     from asc_deploy.records import Fidelity
     from asc_deploy.tasks.evaluation import load_predictions
 
@@ -235,6 +237,9 @@ def _compare(evaluations: list[Evaluation], task) -> None:
             ref_records, records, ref_cls, cls, label_names=task.label_names or None
         )
         evaluation.fidelity = Fidelity.model_validate(fidelity)
+        stats = paired_statistics(ref_records, records, task.family)
+        primary = stats.get(task.primary_metric) or next(iter(stats.values()))
+        evaluation.comparison = primary.to_dict()
 
 
 def _parameters_from_folder(path: str | Path) -> int | None:
