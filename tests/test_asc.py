@@ -99,3 +99,34 @@ def test_identity_layer_profiles_as_one_and_is_selected(arch):
     m = profile_similarity(model, _batches(4)).matrix
     assert m[1, 2] == pytest.approx(1.0, abs=1e-6)
     assert 2 in select_redundant_layers(m, 0.90)
+
+
+def test_similarity_scale_names_the_most_similar_adjacent_pair():
+    from asc_deploy.compress.profiling import similarity_scale
+
+    m = _matrix({(0, 1): 0.7, (1, 2): 0.93, (2, 3): 0.6, (0, 3): 0.96}, size=4)
+    assert similarity_scale(m) == {
+        "max_adjacent": 0.93,
+        "max_adjacent_layer": 2,
+        "min_adjacent": 0.6,
+        "max_off_diagonal": 0.96,
+    }
+
+
+def test_written_similarity_records_epsilon_scale_and_target_depths(tmp_path):
+    import json
+
+    from asc_deploy.compress.asc import thresholds_for_depths
+    from asc_deploy.compress.profiling import write_similarity
+
+    m = _matrix({(0, 1): 0.95, (2, 3): 0.91}, size=5)
+    record = {"schema": "asc-deploy.similarity/1", "num_layers": 4, "matrix": m.tolist()}
+    selections = selections_for_thresholds(m, [0.9, 0.5], epsilon=0.02)
+    write_similarity(tmp_path / "sim", record, selections, 0.02, thresholds_for_depths(m, [2, 3]))
+    written = json.loads((tmp_path / "sim" / "similarity.json").read_text())
+    assert written["epsilon"] == 0.02 and written["scale"]["max_adjacent_layer"] == 1
+    assert written["selections"] == {"0.9": [1, 3], "0.5": [1, 2, 3, 4]}
+    assert written["depths"]["2"]["layers"] == [1, 3]
+    assert written["depths"]["2"]["threshold"] == pytest.approx(0.92)
+    assert written["depths"]["3"]["threshold"] is None and written["depths"]["3"]["nearest"]
+    assert (tmp_path / "sim" / "similarity.png").read_bytes().startswith(b"\x89PNG")

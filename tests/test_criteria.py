@@ -410,3 +410,30 @@ def test_prune_bad_input_is_a_user_error_before_any_loading(
     assert isinstance(result.exception, UserError), result.output
     assert message in str(result.exception) and "\n" not in str(result.exception)
     assert not out.exists()
+
+
+def test_profile_reports_target_depths_consistent_with_the_rule(tiny_model_dir, sst2_dir, tmp_path):
+    out = tmp_path / "profile"
+    result = CliRunner().invoke(
+        app,
+        ["profile", str(tiny_model_dir()), "--task", "sst2", "--data-dir", str(sst2_dir)]
+        + ["--remove-layers", "1,2", "--epsilon", "0.02", "-o", str(out), "--json"],
+    )
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "similarity.json").read_text())
+    assert record["epsilon"] == 0.02 and sorted(record["depths"]) == ["1", "2"]
+    for count, depth in record["depths"].items():
+        if depth["threshold"] is not None:
+            assert (
+                select_redundant_layers(record["matrix"], depth["threshold"], 0.02)
+                == (depth["layers"])
+            )
+            assert len(depth["layers"]) == int(count)
+
+
+def test_profile_checks_target_depths_before_profiling(tiny_model_dir, sst2_dir, tmp_path):
+    args = ["profile", str(tiny_model_dir()), "--task", "sst2", "--data-dir", str(sst2_dir)]
+    result = CliRunner().invoke(app, [*args, "--remove-layers", "2,4", "-o", str(tmp_path / "p")])
+    assert isinstance(result.exception, UserError)
+    assert "--remove-layers 4 is out of range" in str(result.exception)
+    assert not (tmp_path / "p").exists()

@@ -93,7 +93,9 @@ def profile(
     result, identity = profile_task(model, resolved, max_samples, batch_size, trust_remote_code)
     record = similarity_record(result, identity)
     selections = selections_for_thresholds(result.matrix, levels, epsilon)
-    by_depth = thresholds_for_depths(result.matrix, depths, epsilon)
+    # A target depth's threshold sits exactly on an entry's edge: compute it on the stored
+    # (rounded) matrix that `prune --remove-layers` reads back, so both agree.
+    by_depth = thresholds_for_depths(record["matrix"], depths, epsilon)
     write_similarity(output, record, selections, epsilon, by_depth)
     if as_json:
         print(json.dumps(read_similarity(output)))
