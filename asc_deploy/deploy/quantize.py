@@ -24,19 +24,29 @@ from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Feature, collate
 
 Isa = Literal["avx2", "avx512", "avx512_vnni", "arm64"]
 Calibrator = Literal["minmax", "entropy", "percentile"]
+STATIC_OP_TYPES = ("MatMul", "Gather")
 
 # Instruction-set presets (ONNX Runtime quantisation guidance, as optimum's presets encode it):
 # - avx2 / avx512 without VNNI multiply u8 x s8 with VPMADDUBSW, whose 16-bit intermediate can
 #   saturate: avx2 uses u8 weights (U8U8, no saturation); avx512 keeps s8 weights and reduces
 #   their range to 7 bits, which ORT recommends against the same saturation;
-# - avx512_vnni (VPDPBUSD) and arm64 (SDOT/UDOT) have no saturation issue: s8 weights, full range.
-# Per-channel weight scales everywhere: they cost nothing at run time and keep accuracy.
+# - avx512_vnni (VPDPBUSD) and arm64 (SDOT/UDOT) have no saturation issue: s8 weights, full range
+#   (reduce_range there would only throw away a bit of weight precision).
 ISA_PRESETS: dict[str, dict[str, Any]] = {
-    "avx2": {"weight_type": "QUInt8", "reduce_range": False, "per_channel": True},
-    "avx512": {"weight_type": "QInt8", "reduce_range": True, "per_channel": True},
-    "avx512_vnni": {"weight_type": "QInt8", "reduce_range": False, "per_channel": True},
-    "arm64": {"weight_type": "QInt8", "reduce_range": False, "per_channel": True},
+    "avx2": {"weight_type": "QUInt8", "reduce_range": False},
+    "avx512": {"weight_type": "QInt8", "reduce_range": True},
+    "avx512_vnni": {"weight_type": "QInt8", "reduce_range": False},
+    "arm64": {"weight_type": "QInt8", "reduce_range": False},
 }
+
+
+def int8_settings(isa: Isa, per_channel: bool = True) -> dict[str, Any]:
+    """Weight type and range for `isa`, plus the weight-scale granularity.
+
+    Per-channel scales (one per output column) cost nothing at run time and keep accuracy: one
+    column with large weights no longer flattens every other column's weights to a few levels.
+    """
+    return {**ISA_PRESETS[isa], "per_channel": per_channel}
 
 
 def detect_isa(cpu_flags: set[str] | None = None, machine: str | None = None) -> Isa:
@@ -85,11 +95,21 @@ def _fused_graph_options() -> dict[str, Any]:
     return {"DefaultTensorType": onnx.TensorProto.FLOAT}
 
 
-def quantize_dynamic_graph(src: str | Path, dst: str | Path, isa: Isa) -> dict[str, Any]:
-    """Dynamic int8 (weights int8, activations quantised at run time) for `isa`."""
+def quantize_dynamic_graph(
+    src: str | Path,
+    dst: str | Path,
+    isa: Isa,
+    per_channel: bool = True,
+    nodes_to_exclude: list[str] | None = None,
+    nodes_to_quantize: list[str] | None = None,
+) -> dict[str, Any]:
+    """Dynamic int8 (weights int8, activations quantised at run time) for `isa`.
+
+    `nodes_to_exclude` stay fp32; `nodes_to_quantize`, when given, are the only int8 nodes.
+    """
     from onnxruntime.quantization import quantize_dynamic
 
-    preset = ISA_PRESETS[isa]
+    settings = int8_settings(isa, per_channel)
     # ORT logs "consider pre-processing" on the root logger for every call; dynamic int8 needs
     # no calibration shapes, and the variant is validated against its parent anyway.
     root = logging.getLogger()
@@ -99,14 +119,16 @@ def quantize_dynamic_graph(src: str | Path, dst: str | Path, isa: Isa) -> dict[s
         quantize_dynamic(
             str(src),
             str(dst),
-            weight_type=_quant_type(preset["weight_type"]),
-            per_channel=preset["per_channel"],
-            reduce_range=preset["reduce_range"],
+            weight_type=_quant_type(settings["weight_type"]),
+            per_channel=per_channel,
+            reduce_range=settings["reduce_range"],
+            nodes_to_quantize=nodes_to_quantize,
+            nodes_to_exclude=nodes_to_exclude,
             extra_options=_fused_graph_options(),
         )
     finally:
         root.setLevel(level)
-    return {"isa": isa, **preset}
+    return {"isa": isa, **settings}
 
 
 class _FeatureReader:
@@ -153,48 +175,73 @@ def calibration_batches(
     return batches
 
 
+CALIBRATORS: tuple[Calibrator, ...] = ("minmax", "entropy", "percentile")
+
+
+def check_calibrator(calibrator: str) -> Calibrator:
+    if calibrator not in CALIBRATORS:
+        raise UserError(f"unknown calibrator '{calibrator}'; use {', '.join(CALIBRATORS)}")
+    return calibrator  # type: ignore[return-value]
+
+
+def prepare_for_static(src: str | Path, dst: str | Path) -> None:
+    """ORT's pre-processing (shape inference, graph clean-up) that static calibration needs."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    # Symbolic shape inference chokes on these graphs; ONNX shape inference is enough here.
+    quant_pre_process(str(src), str(dst), skip_symbolic_shape=True)
+
+
 def quantize_static_graph(
     src: str | Path,
     dst: str | Path,
     batches: list[dict[str, Any]],
     isa: Isa,
     calibrator: Calibrator = "minmax",
+    per_channel: bool = True,
+    nodes_to_exclude: list[str] | None = None,
+    nodes_to_quantize: list[str] | None = None,
+    prepared: bool = False,
 ) -> dict[str, Any]:
-    """Static QDQ int8 calibrated on `batches` (u8 activations: s8 ones ran 2x slower on AVX2)."""
+    """Static QDQ int8 calibrated on `batches` (u8 activations: s8 ones ran 2x slower on AVX2).
+
+    `prepared`: `src` already went through `prepare_for_static` (the mixed search does it once
+    and names nodes from that graph). `nodes_to_exclude` / `nodes_to_quantize` as for dynamic.
+    """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
 
     method = {
         "minmax": CalibrationMethod.MinMax,
         "entropy": CalibrationMethod.Entropy,
         "percentile": CalibrationMethod.Percentile,
-    }.get(calibrator)
-    if method is None:
-        raise UserError(f"unknown calibrator '{calibrator}'; use minmax, entropy or percentile")
-    preset = ISA_PRESETS[isa]
+    }[check_calibrator(calibrator)]
+    settings = int8_settings(isa, per_channel)
     graph_inputs = [i.name for i in onnx.load(str(src), load_external_data=False).graph.input]
     input_names = [n for n in graph_inputs if n in MODEL_INPUT_NAMES]
     with tempfile.TemporaryDirectory() as tmp:
-        prepared = Path(tmp) / "prepared.onnx"
-        # Symbolic shape inference chokes on these graphs; ONNX shape inference is enough here.
-        quant_pre_process(str(src), str(prepared), skip_symbolic_shape=True)
+        source = Path(src)
+        if not prepared:
+            source = Path(tmp) / "prepared.onnx"
+            prepare_for_static(src, source)
         quantize_static(
-            str(prepared),
+            str(source),
             str(dst),
             _FeatureReader(batches, input_names),
             quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul", "Gather"],  # residual Adds stay fp32 for accuracy
+            op_types_to_quantize=list(STATIC_OP_TYPES),  # residual Adds stay fp32 for accuracy
             activation_type=_quant_type("QUInt8"),
-            weight_type=_quant_type(preset["weight_type"]),
-            per_channel=preset["per_channel"],
-            reduce_range=preset["reduce_range"],
+            weight_type=_quant_type(settings["weight_type"]),
+            per_channel=per_channel,
+            reduce_range=settings["reduce_range"],
+            nodes_to_quantize=nodes_to_quantize,
+            nodes_to_exclude=nodes_to_exclude,
             calibrate_method=method,
             extra_options=_fused_graph_options(),
         )
     return {
         "isa": isa,
-        **preset,
+        **settings,
         "activation_type": "QUInt8",
         "calibrator": calibrator,
         "calibration_batches": len(batches),
@@ -212,34 +259,32 @@ def quantize_artifact(
     calibrator: Calibrator = "minmax",
     provider: str | None = None,
     reuse: bool = True,
+    per_channel: bool = True,
 ) -> dict[str, Any]:
     """The int8-dynamic / int8-static / fp16 variant of an artifact, validated against its parent.
 
     static needs `calibration_features` (task training inputs, `task.encode(...)`); fp16 is
     optimised for CUDA and validated on `provider` (default: cuda when present, else cpu).
+    `per_channel`: one weight scale per output column (int8 modes); the manifest's settings
+    record it with the ISA's weight type and reduce_range.
     """
     from asc_deploy.fsutil import hash_json
 
     parent = artifacts.verify_artifact(parent_dir)
     if mode == "dynamic":
         chosen = resolve_isa(isa)
-        settings = {"mode": mode, "isa": chosen, **ISA_PRESETS[chosen]}
+        settings = {"mode": mode, "isa": chosen, **int8_settings(chosen, per_channel)}
         return variants.derive_variant(
             parent_dir,
             dest,
             "int8-dynamic",
             settings,
-            lambda s, d: quantize_dynamic_graph(s, d, chosen),
+            lambda s, d: quantize_dynamic_graph(s, d, chosen, per_channel),
             reuse=reuse,
         )
     if mode == "static":
-        if parent["variant"] != "fp32":
-            # On fused graphs the calibrator cannot type the fused ops' tensors and silently
-            # skips most MatMuls; ORT fuses the QDQ graph itself at load time anyway.
-            raise UserError(
-                f"static int8 needs the fp32 artifact as its parent, not {parent['variant']}; "
-                "pass the exported fp32 folder"
-            )
+        check_calibrator(calibrator)
+        require_fp32_parent(parent, "static int8")
         chosen = resolve_isa(isa)
         batches = calibration_batches(
             calibration_features or [],
@@ -250,7 +295,7 @@ def quantize_artifact(
         settings = {
             "mode": mode,
             "isa": chosen,
-            **ISA_PRESETS[chosen],
+            **int8_settings(chosen, per_channel),
             "calibrator": calibrator,
             "calibration_samples": calibration_samples,
             "format": "QDQ",
@@ -260,13 +305,24 @@ def quantize_artifact(
             dest,
             "int8-static",
             settings,
-            lambda s, d: quantize_static_graph(s, d, batches, chosen, calibrator),
+            lambda s, d: quantize_static_graph(s, d, batches, chosen, calibrator, per_channel),
             extra_inputs=hash_json(batches),
             reuse=reuse,
         )
     if mode == "fp16":
         return _fp16_artifact(parent_dir, dest, parent["source"], provider, reuse)
     raise UserError(f"unknown quantisation mode '{mode}'; use dynamic, static or fp16")
+
+
+def require_fp32_parent(parent: dict[str, Any], what: str) -> None:
+    if parent["variant"] != "fp32":
+        # On fused graphs the calibrator cannot type the fused ops' tensors and silently skips
+        # most MatMuls, and fused nodes no longer name their layer; ORT fuses the quantised
+        # graph itself at load time anyway.
+        raise UserError(
+            f"{what} needs the fp32 artifact as its parent, not {parent['variant']}; "
+            "pass the exported fp32 folder"
+        )
 
 
 def _fp16_artifact(parent_dir, dest, source: dict[str, Any], provider: str | None, reuse: bool):
