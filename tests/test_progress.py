@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from asc_deploy.progress import ProgressLines, progress_bar
 
 
@@ -87,14 +89,18 @@ def test_quiet_keeps_only_the_end_line(capsys, monkeypatch):
     assert capsys.readouterr().err.splitlines() == ["profiling: done, 10/10 (100%) in 6m40s"]
 
 
-def test_trainer_prints_step_loss_rate_and_eta_in_a_log(capsys, monkeypatch, tiny_model_dir):
+@pytest.mark.parametrize("quiet", [False, True])
+def test_trainer_prints_step_loss_rate_and_eta_in_a_log(quiet, capsys, monkeypatch, tiny_model_dir):
     import json
 
     from asc_deploy.compress.finetune import finetune
     from asc_deploy.config import FinetuneConfig, TaskConfig
     from asc_deploy.tasks.presets import build_task
 
-    monkeypatch.delenv("ASC_QUIET", raising=False)
+    if quiet:
+        monkeypatch.setenv("ASC_QUIET", "1")
+    else:
+        monkeypatch.delenv("ASC_QUIET", raising=False)
     path = tiny_model_dir("bert").parent / "toy.jsonl"
     rows = [
         {"text": f"the movie was {'good' if i % 2 else 'bad'}", "label": i % 2} for i in range(16)
@@ -115,5 +121,5 @@ def test_trainer_prints_step_loss_rate_and_eta_in_a_log(capsys, monkeypatch, tin
     # 20 steps: 5% is one step, so a line per step (order and content, not timing), then the end.
     pattern = r"fine-tune [\w-]+: step (\d+)/20 \(\d+%\), loss \d\.\d{4}, [\d.]+ ex/s, ETA \w+"
     steps = [int(re.fullmatch(pattern, line).group(1)) for line in lines[:-1]]
-    assert steps == list(range(1, 21))
+    assert steps == ([] if quiet else list(range(1, 21)))  # quiet: the end line only
     assert lines[-1].startswith("fine-tune") and ": done, step 20/20 (100%) in " in lines[-1]

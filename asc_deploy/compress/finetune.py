@@ -16,7 +16,6 @@ import math
 import platform
 import random
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -530,14 +529,11 @@ def _summary(
 class _TrainProgress:
     """The running loss and examples/s: a rich bar on a terminal, periodic lines in a log."""
 
-    def __init__(
-        self, enabled: bool, steps: int, name: str, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, enabled: bool, steps: int, name: str) -> None:
         from asc_deploy.progress import interactive, quiet
 
         self.steps, self.name = steps, name
-        self.mode = "off" if not enabled or quiet() else "bar" if interactive() else "lines"
-        self.clock = clock
+        self.mode = "off" if not enabled else "bar" if interactive() and not quiet() else "lines"
         self.seen = self.step = 0
         self.smoothed: float | None = None
 
@@ -564,10 +560,14 @@ class _TrainProgress:
             self.bar.start()
             self.task_id = self.bar.add_task("train", total=self.steps, loss="-", rate="-")
         elif self.mode == "lines":
-            from asc_deploy.progress import ProgressLines
+            from asc_deploy.progress import ProgressLines, quiet
 
             self.lines = ProgressLines(
-                f"fine-tune {self.name}", self.steps, noun="step", rate_unit=None, clock=self.clock
+                f"fine-tune {self.name}",
+                self.steps,
+                noun="step",
+                rate_unit=None,
+                periodic=not quiet(),
             )
         return self
 
