@@ -50,12 +50,8 @@ class ProgressLines:
         emit: Callable[[str], None] = log_line,
         periodic: bool = True,
     ) -> None:
-        self.description, self.total, self.noun, self.rate_unit = (
-            description,
-            total,
-            noun,
-            rate_unit,
-        )
+        self.description, self.total = description, total
+        self.noun, self.rate_unit = noun, rate_unit
         self.clock, self.emit, self.periodic = clock, emit, periodic
         self.started = self.clock()
         self.last_time, self.last_done, self.done = self.started, 0, 0
