@@ -10,19 +10,30 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
+
+from asc_deploy.errors import UserError
 
 
 @contextlib.contextmanager
 def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
-    """Yield an empty temporary folder that becomes `dest` only if the block finishes."""
+    """Yield an empty temporary folder that becomes `dest` only if the block finishes.
+
+    The temporary's name carries this host and process id, so the next start removes what a
+    killed process (SIGKILL, power loss) left behind.
+    """
     dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"output {dest} is an existing file, not a folder; choose a folder path")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-", dir=dest.parent))
+    remove_stale_temporaries(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{_owner_tag()}-", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like mkdir's
     try:
         yield tmp
@@ -34,13 +45,143 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(dest)
         # Move the old folder aside first so dest is never missing and never half-replaced.
-        trash = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        trash = dest.with_name(f".{dest.name}.old-{_owner_tag()}")
         shutil.rmtree(trash, ignore_errors=True)
         dest.rename(trash)
         tmp.rename(dest)
         shutil.rmtree(trash, ignore_errors=True)
     else:
         tmp.rename(dest)
+
+
+def _host_tag() -> str:
+    return hashlib.sha256(socket.gethostname().encode()).hexdigest()[:8]
+
+
+def _owner_tag() -> str:
+    return f"{_host_tag()}-{os.getpid()}"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def remove_stale_temporaries(dest: str | Path) -> list[Path]:
+    """Delete `.NAME.tmp-*` / `.NAME.old-*` siblings of `dest` left by dead processes of this host.
+
+    Returns what was removed. Temporaries of live processes, of other hosts (a shared file
+    system) and of the old unnamed format are left alone.
+    """
+    dest = Path(dest)
+    if not dest.parent.is_dir():
+        return []
+    pattern = re.compile(
+        rf"^\.{re.escape(dest.name)}\.(?:tmp|old)-(?P<host>[0-9a-f]{{8}})-(?P<pid>\d+)(?:-|$)"
+    )
+    removed = []
+    for entry in dest.parent.iterdir():
+        match = pattern.match(entry.name)
+        if not match or match["host"] != _host_tag() or _process_alive(int(match["pid"])):
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+    return removed
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(dest: str | Path) -> None:
+    """UserError unless `dest` (a folder, created later) can be written; checked before any work.
+
+    Tries what atomic_dir will do (create a folder beside `dest`), so read-only mounts and
+    permissions are caught for root too, where os.access always says yes.
+    """
+    dest = Path(dest)
+    where = _nearest_existing(dest.parent if dest.parent != dest else dest)
+    if not where.is_dir():
+        raise UserError(
+            f"cannot write {dest}: {where} is a file, not a folder; choose another path"
+        )
+    targets = [where] + ([dest] if dest.is_dir() else [])
+    for folder in targets:
+        try:
+            tempfile.TemporaryDirectory(prefix=".asc-write-check-", dir=folder).cleanup()
+        except OSError as exc:
+            raise UserError(
+                f"cannot write {dest}: {folder} is not writable ({exc.strerror}); "
+                "choose a writable output folder"
+            ) from None
+
+
+def has_marker(folder: Path, marker: str, **fields: Any) -> bool:
+    """Whether `folder` holds `marker` (and, for a JSON marker, `fields` with those values)."""
+    path = folder / marker
+    if not path.is_file():
+        return False
+    if not fields:
+        return True
+    try:
+        data = read_json(path)
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(data, dict) and all(data.get(k) == v for k, v in fields.items())
+
+
+def check_output_folder(
+    dest: str | Path,
+    is_previous_output: Callable[[Path], bool],
+    what: str,
+    overwrite: bool = False,
+    inputs: Iterable[str | Path] = (),
+) -> None:
+    """Refuse, before any work, an output that would lose data or cannot be written.
+
+    Always refused: `dest` equal to, inside or containing one of `inputs`; `dest` an existing
+    file. Refused without `overwrite`: a non-empty folder that `is_previous_output` does not
+    recognise as an earlier output of the same verb (`what` names it in the message).
+    """
+    dest = Path(dest)
+    target = dest.resolve()
+    for source in inputs:
+        source_path = Path(source)
+        if not source_path.exists():
+            continue  # a hub id, not a folder
+        resolved = source_path.resolve()
+        if target == resolved or resolved in target.parents or target in resolved.parents:
+            relation = (
+                "is"
+                if target == resolved
+                else "is inside"
+                if resolved in target.parents
+                else "contains"
+            )
+            raise UserError(
+                f"output {dest} {relation} the input {source}; choose a separate output folder"
+            )
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"output {dest} is an existing file, not a folder; choose a folder path")
+    check_writable(dest)
+    if overwrite or not dest.is_dir() or not any(_visible(dest)):
+        return
+    if not is_previous_output(dest):
+        raise UserError(
+            f"output {dest} is not empty and is not a previous {what} output; pass --overwrite "
+            "to replace it, or choose a new folder"
+        )
+
+
+def _visible(folder: Path) -> Iterator[Path]:
+    return (p for p in folder.iterdir() if not p.name.startswith("."))
 
 
 def _umask() -> int:

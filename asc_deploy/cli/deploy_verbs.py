@@ -29,6 +29,10 @@ DataDirOpt = Annotated[
     typer.Option("--data-dir", help="folder with the task's files (default ../shared/data)"),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the manifest / result as JSON")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option("--overwrite", help="replace an -o folder that is not a previous output"),
+]
 
 
 def _build_task(task: str | None, config: Path | None, data_dir: Path | None):
@@ -67,6 +71,21 @@ def _artifact_dir(path: Path) -> Path:
     if not path.is_dir():
         raise UserError(f"artifact folder not found: {path}")
     return path
+
+
+def _check_artifact_output(
+    dest: Path, variant: str, overwrite: bool, inputs: list[Path], verb: str
+) -> None:
+    """Refuse an -o that would lose data: not empty and not an artifact of this variant."""
+    from asc_deploy.fsutil import check_output_folder, has_marker
+
+    check_output_folder(
+        dest,
+        lambda folder: has_marker(folder, "manifest.json", variant=variant),
+        f"`asc-deploy {verb}` ({variant})",
+        overwrite,
+        inputs,
+    )
 
 
 def _report(manifest: dict, as_json: bool, what: str) -> None:
@@ -112,25 +131,28 @@ def export(
         int, typer.Option("--sample-inputs", help="real inputs saved for benchmarking")
     ] = 300,
     opset: Annotated[int | None, typer.Option("--opset")] = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Export a model folder to a validated fp32 ONNX artifact."""
-    from asc_deploy.deploy.export import export_artifact, model_summary
+    from asc_deploy.deploy.export import check_opset, export_artifact, model_summary
 
     settings = _export_settings(config)
+    name = name or model_dir.name
+    dest = output or Path("exports") / run / name / "fp32"
+    _check_artifact_output(dest, "fp32", overwrite, [model_dir], "export")
+    check_opset(opset if opset is not None else settings.opset)
     model_summary(model_dir)  # not a model folder: one line, before any data is read
     the_task = _build_task(task, config, data_dir)
     n_validate = validate_samples if validate_samples is not None else settings.validation_samples
     if n_validate < 2 or sample_inputs < 0:
         raise UserError("--validate-samples must be at least 2 and --sample-inputs not negative")
-    from transformers import AutoTokenizer
+    from asc_deploy.models.loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     examples = the_task.load_examples("eval", max(n_validate, sample_inputs))
     validation_features = the_task.encode(tokenizer, examples[:n_validate])
     samples = the_task.encode(tokenizer, examples[: max(sample_inputs, 1)])
-    name = name or model_dir.name
-    dest = output or Path("exports") / run / name / "fp32"
     with console.status(f"exporting {model_dir} and validating on {n_validate} examples"):
         manifest = export_artifact(
             model_dir,
@@ -138,7 +160,7 @@ def export(
             the_task.family,
             validation_features,
             samples,
-            opset=opset or settings.opset,
+            opset=opset if opset is not None else settings.opset,
             name=name,
             task_name=the_task.name,
         )
@@ -151,6 +173,7 @@ def optimize(
         Path | None, typer.Option("--output", "-o", help="default: sibling folder 'optimized'")
     ] = None,
     target: Annotated[str, typer.Option("--target", help="cpu or cuda")] = "cpu",
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """ORT transformer optimisation, with a count of fused attention nodes."""
@@ -160,6 +183,7 @@ def optimize(
         raise UserError(f"--target must be cpu or cuda, got {target}")
     artifact = _artifact_dir(artifact)
     dest = output or artifact.parent / ("optimized" if target == "cpu" else "optimized-cuda")
+    _check_artifact_output(dest, "optimized", overwrite, [artifact], "optimize")
     manifest = optimize_artifact(artifact, dest, target)  # type: ignore[arg-type]
     _report(manifest, as_json, f"optimized {dest}")
 
@@ -184,6 +208,7 @@ def quantize(
     task: TaskOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
     """int8 dynamic (ISA preset), int8 static QDQ (calibrated on task training data) or fp16."""
@@ -193,6 +218,12 @@ def quantize(
     if mode not in ("dynamic", "static", "fp16"):
         raise UserError(f"--mode must be dynamic, static or fp16, got {mode}")
     artifact = _artifact_dir(artifact)
+    variant = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "fp16"}[mode]
+    dest = output or artifact.parent / variant
+    _check_artifact_output(dest, variant, overwrite, [artifact], "quantize")
+    from asc_deploy.deploy.artifacts import read_manifest, require_float32_parent
+
+    require_float32_parent(read_manifest(artifact), artifact, f"quantize --mode {mode}")
     if provider is not None:
         from asc_deploy.measure.ort_runner import resolve_provider
 
@@ -207,14 +238,12 @@ def quantize(
             raise UserError(
                 "the calibration set is empty (--calibration-samples < 1); use e.g. 128"
             )
-        from transformers import AutoTokenizer
+        from asc_deploy.models.loading import load_tokenizer
 
         the_task = _build_task(task, config, data_dir)
         features = the_task.encode(
-            AutoTokenizer.from_pretrained(str(artifact)), the_task.load_examples("train", n_calib)
+            load_tokenizer(artifact), the_task.load_examples("train", n_calib)
         )
-    variant = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "fp16"}[mode]
-    dest = output or artifact.parent / variant
     with console.status(f"{variant}: quantising {artifact}"):
         manifest = quantize_artifact(
             artifact,
@@ -238,11 +267,16 @@ def triton(
     ),
     max_batch_size: Annotated[int, typer.Option("--max-batch-size")] = 64,
     kind: Annotated[str, typer.Option("--kind", help="cpu or gpu instances")] = "cpu",
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="add models to an -o folder that is not a repository"),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Write a Triton model repository (onnxruntime backend) for artifact folders."""
+    """Add artifact folders to a Triton model repository (onnxruntime backend)."""
     from asc_deploy.deploy.artifacts import read_manifest
-    from asc_deploy.deploy.triton import write_triton_repository
+    from asc_deploy.deploy.triton import is_triton_repository, write_triton_repository
+    from asc_deploy.fsutil import check_output_folder
 
     if kind not in ("cpu", "gpu"):
         raise UserError(f"--kind must be cpu or gpu, got {kind}")
@@ -258,6 +292,9 @@ def triton(
                 f"two artifacts would be named '{name}' in the repository; use NAME=FOLDER"
             )
         models[name] = path
+    check_output_folder(
+        output, is_triton_repository, "Triton repository", overwrite, list(models.values())
+    )
     result = write_triton_repository(models, output, max_batch_size, f"KIND_{kind.upper()}")
     if as_json:
         print(json.dumps(result, indent=2))

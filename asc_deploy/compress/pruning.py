@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asc_deploy.fsutil import atomic_dir, hash_json, write_json_atomic
+from asc_deploy.errors import UserError
+from asc_deploy.fsutil import atomic_dir, hash_folder, hash_json, write_json_atomic
 from asc_deploy.models.adapters import adapter_for
 from asc_deploy.models.loading import Head, count_parameters, load_config, load_model_and_tokenizer
 from asc_deploy.models.surgery import remove_layers
@@ -21,6 +22,22 @@ def infer_head(source: str | Path) -> Head:
     if "SequenceClassification" in names:
         return "classification"
     return "encoder"
+
+
+def check_profiled_model(record: dict, model: str | Path, similarity: str | Path) -> None:
+    """UserError when a similarity record was profiled on a different model than `model`.
+
+    Compared by the folder hash `profile` stores; records without one (hub ids) pass.
+    """
+    stored = (record.get("identity") or {}).get("model_hash")
+    if stored is None or not Path(model).is_dir():
+        return
+    actual = hash_folder(model)
+    if actual != stored:
+        raise UserError(
+            f"{similarity} was profiled on a different model than {model} (model hash "
+            f"{stored[:12]} vs {actual[:12]}); run `asc-deploy profile` on this model"
+        )
 
 
 def matrix_hash(matrix) -> str:

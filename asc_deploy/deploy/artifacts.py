@@ -177,6 +177,20 @@ def verify_artifact(folder: str | Path) -> dict[str, Any]:
     return manifest
 
 
+# Variants whose graph is still float32: the only ones quantisation and optimisation accept.
+FLOAT32_VARIANTS = ("fp32", "optimized")
+
+
+def require_float32_parent(manifest: dict[str, Any], folder: str | Path, action: str) -> None:
+    """UserError unless the artifact's graph is float32 (quantising int8 or fp16 again breaks)."""
+    variant = manifest.get("variant")
+    if variant not in FLOAT32_VARIANTS:
+        raise UserError(
+            f"{action} needs an fp32 artifact, but {folder} is {variant}; pass the exported "
+            "fp32 folder (or its optimized variant)"
+        )
+
+
 def reusable_artifact(folder: str | Path, inputs_hash: str) -> dict[str, Any] | None:
     """The manifest of an intact artifact built from the same inputs, else None (rebuild)."""
     folder = Path(folder)

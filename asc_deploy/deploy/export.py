@@ -7,7 +7,9 @@ touches this file alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +30,31 @@ RECORD_FILES = (
     "pruning.json",
     "finetune.json",
 )  # provenance written by the compress/finetune stages
+# The TorchScript exporter's range for these encoders: scaled_dot_product_attention needs 14;
+# torch's TorchScript exporter stops at 20 (newer opsets need its dynamo exporter).
+MIN_OPSET, MAX_OPSET = 14, 20
+# Exporter log lines that say nothing about our graphs, silenced on purpose:
+# - optimum recommends opset 18; the default 17 is what the fusion and quantisation paths were
+#   validated on, and every export is checked against PyTorch on real inputs anyway;
+# - the weight-deduplication check needs accelerate and only matters for tied weights (an LM
+#   head), which classification and QA heads do not have;
+# - optimum itself passes transformers' deprecated `torch_dtype`.
+_QUIET_EXPORTER_LINES = {
+    "optimum.exporters.onnx.convert": "lower than the recommended minimum opset",
+    "optimum.exporters.onnx.base": "Weight deduplication check",
+    "transformers.configuration_utils": "`torch_dtype` is deprecated",
+    "transformers.modeling_utils": "`torch_dtype` is deprecated",
+}
+
+
+def check_opset(opset: int) -> int:
+    """UserError unless the exporter can write these encoders at `opset`."""
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise UserError(
+            f"--opset {opset} is outside {MIN_OPSET}..{MAX_OPSET}, the opsets the exporter can "
+            "write for these encoders; use e.g. 17"
+        )
+    return opset
 
 
 def model_summary(model_dir: str | Path) -> dict[str, Any]:
@@ -97,12 +124,33 @@ def _load_torch_model(model_dir: Path, family: Family):
     return factory.from_pretrained(str(model_dir)).eval()
 
 
+class _DropLine(logging.Filter):
+    def __init__(self, needle: str) -> None:
+        super().__init__()
+        self.needle = needle
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.needle not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_exporter_logs():
+    filters = [(logging.getLogger(n), _DropLine(t)) for n, t in _QUIET_EXPORTER_LINES.items()]
+    for logger, line_filter in filters:
+        logger.addFilter(line_filter)
+    try:
+        yield
+    finally:
+        for logger, line_filter in filters:
+            logger.removeFilter(line_filter)
+
+
 def _run_exporter(model_dir: Path, out: Path, family: Family, opset: int) -> None:
     import warnings
 
     from optimum.exporters.onnx import main_export
 
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _quiet_exporter_logs():
         # Tracing warns about every Python-side constant; validation below is what counts.
         warnings.filterwarnings("ignore", message=".*[Tt]race.*")
         main_export(
@@ -164,17 +212,17 @@ def export_artifact(
     model_dir, dest = Path(model_dir), Path(dest)
     if family not in EXPORTER_TASKS:
         raise UserError(f"unknown task family '{family}'; use classification or question-answering")
+    check_opset(opset)
     summary = model_summary(model_dir)
     samples = sample_features if sample_features is not None else validation_features
     inputs_hash = export_inputs_hash(model_dir, family, opset, validation_features, samples)
     if reuse and (existing := artifacts.reusable_artifact(dest, inputs_hash)):
         return existing | {"reused": True}
 
-    from transformers import AutoTokenizer
-
     from asc_deploy.measure.ort_runner import create_session
+    from asc_deploy.models.loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    tokenizer = load_tokenizer(model_dir)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     batches = validation_batches(validation_features, pad_id, batch_size)
     with atomic_dir(dest) as tmp:

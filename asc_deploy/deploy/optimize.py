@@ -134,9 +134,11 @@ def optimize_artifact(
     reuse: bool = True,
 ) -> dict[str, Any]:
     """The `optimized` variant of an artifact for `target`, validated against its parent."""
-    from asc_deploy.deploy.artifacts import verify_artifact
+    from asc_deploy.deploy.artifacts import require_float32_parent, verify_artifact
 
-    source = verify_artifact(parent_dir)["source"]
+    parent = verify_artifact(parent_dir)
+    require_float32_parent(parent, parent_dir, "optimize")
+    source = parent["source"]
     settings = {
         "optimizer": "onnxruntime.transformers.optimizer",
         "target": target,

@@ -83,13 +83,23 @@ def parse_config(text: str):
         ) from exc
 
 
+def is_triton_repository(folder: Path) -> bool:
+    """Whether every visible entry of `folder` is a model folder with a config.pbtxt."""
+    entries = [p for p in folder.iterdir() if not p.name.startswith(".")]
+    return all(p.is_dir() and (p / "config.pbtxt").is_file() for p in entries)
+
+
 def write_triton_repository(
     models: dict[str, str | Path],
     dest: str | Path,
     max_batch_size: int = 64,
     instance_kind: str = "KIND_CPU",
 ) -> dict[str, Any]:
-    """Write `dest` for {model name: artifact folder}; each artifact is verified first."""
+    """Add {model name: artifact folder} to the repository `dest`; each artifact verified first.
+
+    Models already in `dest` under other names stay; a model of the same name is replaced
+    atomically (its folder only).
+    """
     if not models:
         raise UserError(
             "no artifacts given for the Triton repository; pass at least one artifact folder"
@@ -109,11 +119,11 @@ def write_triton_repository(
         parse_config(text)
         checked[name] = (Path(folder), text, manifest)
     summary = {}
-    with atomic_dir(dest) as tmp:
-        for name, (folder, text, manifest) in checked.items():
-            (tmp / name / "1").mkdir(parents=True)
-            shutil.copy2(folder / artifacts.MODEL_FILE, tmp / name / "1" / artifacts.MODEL_FILE)
-            (tmp / name / "config.pbtxt").write_text(text, encoding="utf-8")
+    for name, (folder, text, manifest) in checked.items():
+        with atomic_dir(Path(dest) / name) as tmp:
+            (tmp / "1").mkdir()
+            shutil.copy2(folder / artifacts.MODEL_FILE, tmp / "1" / artifacts.MODEL_FILE)
+            (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
             summary[name] = {
                 "artifact": str(folder),
                 "variant": manifest.get("variant"),

@@ -35,6 +35,11 @@ def load_config(source: str | Path, trust_remote_code: bool = False):
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
+        if not _looks_like_path(source):
+            raise UserError(
+                f"'{source}' is not a local folder, and as a hub model id it failed to load "
+                f"({str(exc).splitlines()[0]}); check the folder name"
+            ) from exc
         raise UserError(
             f"cannot load model config from '{source}': {str(exc).splitlines()[0]}"
         ) from exc
@@ -44,6 +49,21 @@ def load_config(source: str | Path, trust_remote_code: bool = False):
             f"supported: {', '.join(SUPPORTED)}"
         )
     return config
+
+
+def load_tokenizer(source: str | Path, trust_remote_code: bool = False):
+    """The tokenizer saved with a model or artifact, or one line saying it is missing."""
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as exc:
+        # A folder with weights but no tokenizer files fails deep in the loader with
+        # "TypeError: stat: path should be string ... not NoneType".
+        raise UserError(
+            f"cannot load a tokenizer from '{source}' ({_first_line(exc)}); "
+            "save the base model's tokenizer files (tokenizer.json / vocab.txt ...) into it"
+        ) from exc
 
 
 def load_model_and_tokenizer(
@@ -61,7 +81,6 @@ def load_model_and_tokenizer(
         AutoModel,
         AutoModelForQuestionAnswering,
         AutoModelForSequenceClassification,
-        AutoTokenizer,
     )
 
     config = load_config(source, trust_remote_code)
@@ -79,12 +98,29 @@ def load_model_and_tokenizer(
         "question-answering": AutoModelForQuestionAnswering,
         "encoder": AutoModel,
     }[head]
+    tokenizer = load_tokenizer(source, trust_remote_code)  # before the weights: cheaper
     try:
         model = factory.from_pretrained(str(source), **kwargs)
-        tokenizer = AutoTokenizer.from_pretrained(str(source), trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
-        raise UserError(f"cannot load '{source}': {str(exc).splitlines()[0]}") from exc
+        raise UserError(
+            f"cannot load '{source}': {_weights_hint(str(exc).splitlines()[0])}"
+        ) from exc
     return model.eval(), tokenizer
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _weights_hint(message: str) -> str:
+    """transformers suggests `from_tf=True` for any unreadable .bin; say what really happened."""
+    if "Unable to load weights from pytorch checkpoint" in message:
+        return (
+            "its pytorch_model.bin is not a plain weights file (corrupt, or a pickle with code, "
+            "which is never run); re-save the model with safetensors (model.safetensors)"
+        )
+    return message
 
 
 def count_parameters(model) -> int:
