@@ -87,6 +87,16 @@ class FinetuneConfig(Strict):
     distill_hidden_loss: Literal["cosine", "mse"] = "cosine"
     distill_attention_weight: float = Field(0.0, ge=0)  # TinyBERT attention-map MSE (0 = off)
 
+    @model_validator(mode="after")
+    def _layer_losses_need_a_teacher(self) -> FinetuneConfig:
+        # Only a distilled run gets a teacher: without it the run would fail after the pruning.
+        if (self.distill_hidden_weight or self.distill_attention_weight) and not self.distillation:
+            raise ValueError(
+                "distill_hidden_weight / distill_attention_weight compare with the teacher; "
+                "set distillation: true (distill_alpha: 0 keeps the soft targets off)"
+            )
+        return self
+
 
 class ASCConfig(Strict):
     thresholds: list[float] = [0.90, 0.85, 0.80]

@@ -128,11 +128,15 @@ def test_recipe_fields_are_validated():
         FinetuneConfig(distill_hidden_loss="l1")
     with pytest.raises(ValidationError):
         FinetuneConfig(distill_alpha=1.5)
+    with pytest.raises(ValidationError, match="set distillation: true"):
+        FinetuneConfig(distill_hidden_weight=1.0)  # no teacher would be given to the run
     # CLI overrides use model_copy, which skips pydantic: the resolved recipe is checked again.
     bad = FinetuneConfig().model_copy(update={"distill_hidden_weight": -1.0})
     with pytest.raises(UserError, match="distill_hidden_weight"):
         resolve_recipe(bad)
-    r = resolve_recipe(FinetuneConfig(distill_hidden_weight=2.0, distill_hidden_loss="mse"))
+    r = resolve_recipe(
+        FinetuneConfig(distillation=True, distill_hidden_weight=2.0, distill_hidden_loss="mse")
+    )
     assert (r.distill_hidden_weight, r.distill_hidden_loss, r.distill_attention_weight) == (
         2.0,
         "mse",
@@ -147,6 +151,7 @@ def _hidden_recipe(**kw):
         batch_size=8,
         learning_rate=5e-3,
         warmup_ratio=0.0,
+        distillation=True,
         distill_alpha=0.0,
         distill_hidden_weight=1.0,
         distill_hidden_loss="mse",

@@ -274,6 +274,23 @@ def test_nodes_are_grouped_by_encoder_layer(name, group):
     assert node_group(name) == group
 
 
+def test_mpnet_groups_its_shared_relative_position_table_with_the_embeddings(
+    tiny_model_dir, tmp_path
+):
+    """MPNet (the issue's model) names layers like BERT but adds one shared bias table."""
+    from deploy_helpers import export_tiny
+
+    _, fp32, _ = export_tiny(tiny_model_dir, tmp_path, arch="mpnet", layers=2)
+    groups = quantizable_groups(fp32 / "model.onnx", "dynamic")
+    assert set(groups) == {"embeddings", "layer.0", "layer.1", "head"}
+    assert "/mpnet/encoder/relative_attention_bias/Gather" in groups["embeddings"]
+    assert groups["head"] == ["/classifier/dense/Gemm_MatMul", "/classifier/out_proj/Gemm_MatMul"]
+    assert all(len(groups[f"layer.{i}"]) == 6 for i in range(2))
+    static = quantizable_groups(fp32 / "model.onnx", "static")
+    assert "head" not in static  # static QDQ leaves Gemm alone
+    assert len(static["layer.0"]) > 6  # ... but quantises the attention score MatMuls too
+
+
 def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
     import sys
 

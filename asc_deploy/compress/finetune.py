@@ -527,15 +527,19 @@ def _summary(
 
 
 class _TrainProgress:
-    """Rich progress with the running loss and examples/s (or silence)."""
+    """The running loss and examples/s: a rich bar on a terminal, periodic lines in a log."""
 
     def __init__(self, enabled: bool, steps: int, name: str) -> None:
-        self.enabled, self.steps, self.name = enabled, steps, name
-        self.seen = 0
+        from asc_deploy.progress import interactive, quiet
+
+        self.steps, self.name = steps, name
+        self.mode = "off" if not enabled else "bar" if interactive() and not quiet() else "lines"
+        self.seen = self.step = 0
         self.smoothed: float | None = None
 
     def __enter__(self) -> _TrainProgress:
-        if self.enabled:
+        if self.mode == "bar":
+            from rich.console import Console
             from rich.progress import (
                 BarColumn,
                 MofNCompleteColumn,
@@ -551,18 +555,34 @@ class _TrainProgress:
                 TextColumn("loss {task.fields[loss]}"),
                 TextColumn("{task.fields[rate]} ex/s"),
                 TimeRemainingColumn(),
+                console=Console(stderr=True),
             )
             self.bar.start()
             self.task_id = self.bar.add_task("train", total=self.steps, loss="-", rate="-")
+        elif self.mode == "lines":
+            from asc_deploy.progress import ProgressLines, quiet
+
+            self.lines = ProgressLines(
+                f"fine-tune {self.name}",
+                self.steps,
+                noun="step",
+                rate_unit=None,
+                periodic=not quiet(),
+            )
         return self
 
     def update(self, loss: float, examples: int, elapsed: float) -> None:
         self.seen += examples
+        self.step += 1
         self.smoothed = loss if self.smoothed is None else 0.9 * self.smoothed + 0.1 * loss
-        if self.enabled:
-            rate = f"{self.seen / elapsed:.1f}" if elapsed > 0 else "-"
+        rate = f"{self.seen / elapsed:.1f}" if elapsed > 0 else "-"
+        if self.mode == "bar":
             self.bar.update(self.task_id, advance=1, loss=f"{self.smoothed:.4f}", rate=rate)
+        elif self.mode == "lines":
+            self.lines.update(self.step, f"loss {self.smoothed:.4f}", f"{rate} ex/s")
 
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
+    def __exit__(self, exc_type, *exc) -> None:
+        if self.mode == "bar":
             self.bar.stop()
+        elif self.mode == "lines" and exc_type is None:
+            self.lines.finish()

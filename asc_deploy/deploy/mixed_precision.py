@@ -94,11 +94,12 @@ def training_slices(
     )
 
 
-def node_group(name: str) -> str:
-    """The encoder layer a node belongs to ("layer.3"), else "embeddings" or "head"."""
+def node_group(name: str, op_type: str = "") -> str:
+    """The encoder layer a node belongs to ("layer.3"), else "embeddings" (table look-ups such
+    as MPNet's shared relative-position bias) or "head" (pooler, classifier)."""
     if match := _LAYER.search(name):
         return f"layer.{int(match.group(1))}"
-    return "embeddings" if "embedding" in name.lower() else "head"
+    return "embeddings" if "embedding" in name.lower() or op_type == "Gather" else "head"
 
 
 def quantizable_groups(model_path: str | Path, base: MixedBase) -> dict[str, list[str]]:
@@ -125,7 +126,7 @@ def quantizable_groups(model_path: str | Path, base: MixedBase) -> dict[str, lis
         else:
             wanted = False
         if wanted:
-            groups.setdefault(node_group(node.name), []).append(name)
+            groups.setdefault(node_group(node.name, node.op_type), []).append(name)
     if not groups:
         raise UserError(f"{model_path} has no quantisable MatMul or Gather nodes to search over")
     return groups

@@ -149,46 +149,49 @@ def _criteria_entries(s, ctx, profile, model, task, counts) -> tuple[list[ModelE
 
     from asc_deploy.compress.criteria import select_layers
 
-    greedy = _greedy_inputs(s, model, task) if "greedy" in s["comparisons.strategies"] else {}
+    similarity, total = np.asarray(profile.matrix), profile.num_layers
+    greedy_order = _greedy_order(s, model, task, total, max(counts)) if counts else []
     entries, evidence = [], {}
     for count in counts:
         for name in s["comparisons.strategies"]:
             seeds = s["comparisons.random_seeds"] if name == "random" else [None]
             for seed in seeds:
-                choice = select_layers(
-                    name,
-                    profile.num_layers,
-                    count,
-                    seed=seed if seed is not None else 42,
-                    similarity=np.asarray(profile.matrix),
-                    **(greedy if name == "greedy" else {}),
-                )
                 label = f"{name}-{count}" + (f"-s{seed}" if seed is not None else "")
+                if name == "greedy":  # greedy's choice for c layers is its first c steps
+                    layers = sorted(greedy_order[:count])
+                else:
+                    choice = select_layers(
+                        name, total, count, seed=42 if seed is None else seed,
+                        similarity=similarity,
+                    )  # fmt: skip
+                    layers = choice.layers
+                    if choice.evidence:
+                        evidence[label] = choice.evidence
                 entries.append(
-                    _entry(label, "strategy", choice.layers, profile.num_layers, seed=seed,
-                           strategy=name, group=f"{name}-{count}")
+                    _entry(label, "strategy", layers, total, seed=seed, strategy=name,
+                           group=f"{name}-{count}")
                 )  # fmt: skip
-                if choice.evidence:
-                    evidence[label] = choice.evidence
     return entries, evidence
 
 
-def _greedy_inputs(s, model: ModelFolder, task: Task) -> dict:
-    """The model with its head and batches from the *training* split's held-out end."""
-    from asc_deploy.compress.profiling import length_sorted_batches
+def _greedy_order(s, model: ModelFolder, task: Task, total: int, count: int) -> list[int]:
+    """Greedy's removal order up to `count` layers, scored on a seeded sample of the *training*
+    split (never the evaluation split); [] when greedy is not asked for."""
+    if "greedy" not in s["comparisons.strategies"]:
+        return []
+    from asc_deploy.compress.criteria import select_layers
+    from asc_deploy.compress.greedy import training_batches
     from asc_deploy.models.loading import load_model_and_tokenizer
 
+    announce(f"greedy layer selection on {s['comparisons.greedy_samples']} training examples")
     head = "question-answering" if task.family == "question-answering" else "classification"
     loaded, tokenizer = load_model_and_tokenizer(
         model.path, head, label_names=task.label_names or None,
         trust_remote_code=s["trust_remote_code"],
     )  # fmt: skip
-    train = task.load_examples("train")
-    held_out = train[-s["comparisons.greedy_samples"] :]  # recovery trains on all; scoring is
-    # on the tail, never on the evaluation split
-    features = task.encode(tokenizer, held_out)
-    batches = list(length_sorted_batches(features, 32, tokenizer.pad_token_id))
-    return {"model": loaded, "batches": batches}
+    batches = training_batches(task, tokenizer, s["comparisons.greedy_samples"])
+    choice = select_layers("greedy", total, count, model=loaded, batches=batches)
+    return list(choice.evidence["order"])
 
 
 def _entry(name, kind, removed, total, **fields) -> ModelEntry:
