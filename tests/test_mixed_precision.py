@@ -357,3 +357,36 @@ def test_cli_builds_int8_mixed_from_task_training_data(
     assert manifest["transform"]["heldout"]["start"] == 8
     assert manifest["transform"]["heldout"]["stop"] == 32
     assert (fp32.parent / "int8-mixed" / "model.onnx").is_file()
+
+
+@pytest.mark.parametrize(
+    ("setting", "message"),
+    [
+        ("int8_budget: 0", "export.int8_budget': Input should be greater than 0"),
+        ("int8_budget: -0.5", "export.int8_budget': Input should be greater than 0"),
+        ("int8_budget: .nan", "export.int8_budget': Input should be a finite number"),
+        ("mixed_mode: fp16", "export.mixed_mode': Input should be 'dynamic' or 'static'"),
+        ("calibration_method: minmaxx", "export.calibration_method': Input should be 'minmax'"),
+        ("mixed_samples: 0", "export.mixed_samples': Input should be greater than or equal"),
+    ],
+)
+def test_run_config_refuses_bad_int8_settings(tmp_path, setting, message):
+    from asc_deploy.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(f"model: m\ntask:\n  preset: sst2\nexport:\n  {setting}\n")
+    with pytest.raises(UserError, match=message):
+        load_run_config(path)
+
+
+def test_run_config_accepts_an_int8_mixed_request(tmp_path):
+    from asc_deploy.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model: m\ntask:\n  preset: mrpc\nexport:\n  variants: [fp32, int8-mixed]\n"
+        "  int8_budget: 0.5\n  mixed_samples: 300\n  mixed_mode: static\n  per_channel: false\n"
+    )
+    export = load_run_config(path).export
+    assert export.variants == ["fp32", "int8-mixed"] and export.int8_budget == 0.5
+    assert (export.mixed_samples, export.mixed_mode, export.per_channel) == (300, "static", False)

@@ -6,6 +6,10 @@ Traps handled here (see ../shared/docs/toolchain-notes.md):
 - `quant_pre_process` must skip symbolic shape inference on these graphs;
 - fp16 uses onnxruntime.transformers' converter (optimize.optimize_graph), never
   onnxconverter_common.
+
+int8 weights get one scale per output column by default (`per_channel`), and a reduced 7-bit
+range only where the ISA needs it; both go into the manifest's settings. The accuracy-aware
+`int8-mixed` variant (some layers kept fp32) lives in mixed_precision.py on top of these.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Feature, collate
 
 Isa = Literal["avx2", "avx512", "avx512_vnni", "arm64"]
 Calibrator = Literal["minmax", "entropy", "percentile"]
+CALIBRATORS: tuple[Calibrator, ...] = ("minmax", "entropy", "percentile")
 STATIC_OP_TYPES = ("MatMul", "Gather")
 
 # Instruction-set presets (ONNX Runtime quantisation guidance, as optimum's presets encode it):
@@ -173,9 +178,6 @@ def calibration_batches(
             for b in batches
         ]
     return batches
-
-
-CALIBRATORS: tuple[Calibrator, ...] = ("minmax", "entropy", "percentile")
 
 
 def check_calibrator(calibrator: str) -> Calibrator:
