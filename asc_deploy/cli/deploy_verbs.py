@@ -190,7 +190,9 @@ def optimize(
 
 def quantize(
     artifact: Annotated[Path, typer.Argument(help="artifact folder (fp32 for static)")],
-    mode: Annotated[str, typer.Option("--mode", help="dynamic, static or fp16")] = "dynamic",
+    mode: Annotated[
+        str, typer.Option("--mode", help="dynamic, static, mixed (int8-mixed) or fp16")
+    ] = "dynamic",
     output: Annotated[
         Path | None,
         typer.Option("--output", "-o", help="default: sibling int8-dynamic / int8-static / fp16"),
@@ -205,20 +207,42 @@ def quantize(
     provider: Annotated[
         str | None, typer.Option("--provider", help="provider that validates fp16 (cuda/cpu)")
     ] = None,
+    per_channel: Annotated[
+        bool | None, typer.Option("--per-channel/--per-tensor", help="int8 weight scales")
+    ] = None,
+    budget: Annotated[
+        float | None, typer.Option("--budget", help="mixed: metric points allowed below fp32")
+    ] = None,
+    mixed_samples: Annotated[
+        int | None, typer.Option("--mixed-samples", help="mixed: held-out training examples")
+    ] = None,
+    mixed_base: Annotated[
+        str | None, typer.Option("--mixed-base", help="mixed: dynamic or static int8")
+    ] = None,
     task: TaskOpt = None,
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """int8 dynamic (ISA preset), int8 static QDQ (calibrated on task training data) or fp16."""
-    from asc_deploy.deploy.quantize import quantize_artifact, resolve_isa
+    """int8 dynamic (ISA preset), int8 static QDQ (calibrated on task training data), int8-mixed
+    (the layers whose int8 costs accuracy on held-out training data stay fp32) or fp16."""
+    from asc_deploy.deploy.mixed_precision import check_mixed_request
+    from asc_deploy.deploy.quantize import check_calibrator, quantize_artifact, resolve_isa
 
     settings = _export_settings(config)
-    if mode not in ("dynamic", "static", "fp16"):
-        raise UserError(f"--mode must be dynamic, static or fp16, got {mode}")
+    variants = {"dynamic": "int8-dynamic", "static": "int8-static", "mixed": "int8-mixed"}
+    if mode not in (*variants, "fp16"):
+        raise UserError(f"--mode must be dynamic, static, mixed or fp16, got {mode}")
+    budget = budget if budget is not None else settings.int8_budget
+    mixed_base = mixed_base or settings.mixed_mode
+    calibrator = calibrator or settings.calibration_method
+    if mode == "mixed":
+        check_mixed_request(budget, mixed_base, calibrator)
+    elif mode == "static":
+        check_calibrator(calibrator)
     artifact = _artifact_dir(artifact)
-    variant = {"dynamic": "int8-dynamic", "static": "int8-static", "fp16": "fp16"}[mode]
+    variant = variants.get(mode, "fp16")
     dest = output or artifact.parent / variant
     _check_artifact_output(dest, variant, overwrite, [artifact], "quantize")
     from asc_deploy.deploy.artifacts import read_manifest, require_float32_parent
@@ -232,7 +256,15 @@ def quantize(
     n_calib = (
         calibration_samples if calibration_samples is not None else settings.calibration_samples
     )
-    features = None
+    features = heldout = None
+    if mode == "mixed":
+        from asc_deploy.deploy.mixed_precision import training_slices
+        from asc_deploy.models.loading import load_tokenizer
+
+        n_heldout = mixed_samples if mixed_samples is not None else settings.mixed_samples
+        features, heldout = training_slices(
+            _build_task(task, config, data_dir), load_tokenizer(artifact), n_calib, n_heldout
+        )
     if mode == "static":
         if n_calib < 1:
             raise UserError(
@@ -244,17 +276,35 @@ def quantize(
         features = the_task.encode(
             load_tokenizer(artifact), the_task.load_examples("train", n_calib)
         )
+    per_channel = per_channel if per_channel is not None else settings.per_channel
     with console.status(f"{variant}: quantising {artifact}"):
-        manifest = quantize_artifact(
-            artifact,
-            dest,
-            mode,
-            chosen_isa,
-            features,
-            n_calib,  # type: ignore[arg-type]
-            calibrator or settings.calibration_method,
-            provider,  # type: ignore[arg-type]
-        )
+        if heldout is not None:
+            from asc_deploy.deploy.mixed_precision import quantize_mixed_artifact
+
+            manifest = quantize_mixed_artifact(
+                artifact,
+                dest,
+                features,  # type: ignore[arg-type]
+                heldout,
+                budget,
+                mixed_base,  # type: ignore[arg-type]
+                chosen_isa,
+                per_channel,
+                n_calib,
+                calibrator,  # type: ignore[arg-type]
+            )
+        else:
+            manifest = quantize_artifact(
+                artifact,
+                dest,
+                mode,  # type: ignore[arg-type]
+                chosen_isa,
+                features,
+                n_calib,
+                calibrator,  # type: ignore[arg-type]
+                provider,
+                per_channel=per_channel,
+            )
     _report(manifest, as_json, f"quantized {dest}")
 
 
