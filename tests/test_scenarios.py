@@ -228,6 +228,19 @@ def test_batcher_fills_batches_sorts_offline_and_answers_every_query():
     assert seen == [[21, 1], [31, 11]]  # lengths 2, 3 | 5, 6: neighbours of similar length
 
 
+def test_inline_batcher_answers_in_the_issuing_thread():
+    queries = loadgen_sut.QuerySamples(_samples(), ["input_ids"])
+    threads: list[int] = []
+    done: list[int] = []
+    batcher = loadgen_sut.DynamicBatcher(
+        [lambda feed: threads.append(threading.get_ident())], queries, done.extend, inline=True
+    )
+    batcher.issue([(5, 1), (6, 2)])
+    assert done == [5, 6] and threads == [threading.get_ident()] * 2  # answered before returning
+    batcher.stop()
+    assert batcher.stats()["count"] == 2 and batcher.stats()["mean_padded_length"] == 4.0
+
+
 def test_batcher_reports_a_failing_model_after_answering_loadgen():
     queries = loadgen_sut.QuerySamples(_samples(), ["input_ids"])
     done: list[int] = []

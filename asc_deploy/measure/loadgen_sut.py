@@ -95,6 +95,7 @@ class DynamicBatcher:
         max_batch_size: int = 1,
         max_queue_delay_s: float = 0.0,
         sort_by_length: bool = False,
+        inline: bool = False,
     ):
         self.queries = queries
         self.complete = complete
@@ -107,8 +108,11 @@ class DynamicBatcher:
         self._queue: collections.deque[tuple[int, int, float]] = collections.deque()
         self._cond = threading.Condition()
         self._stopping = False
+        # Inline (SingleStream): LoadGen's issue thread runs the query itself, no hand-off.
+        self._inline = instances[0] if inline else None
         self._threads = [
-            threading.Thread(target=self._serve, args=(infer,), daemon=True) for infer in instances
+            threading.Thread(target=self._serve, args=(infer,), daemon=True)
+            for infer in ([] if inline else instances)
         ]
         for thread in self._threads:
             thread.start()
@@ -118,6 +122,10 @@ class DynamicBatcher:
         if self.sort_by_length:  # Offline: neighbours of similar length pad less
             samples = sorted(samples, key=lambda s: self.queries.lengths[s[1]])
         now = time.perf_counter()
+        if self._inline is not None:
+            for sid, index in samples:
+                self._run(self._inline, [(sid, index, now)])
+            return
         with self._cond:
             self._queue.extend((sid, index, now) for sid, index in samples)
             self._cond.notify_all()
@@ -151,16 +159,19 @@ class DynamicBatcher:
 
     def _serve(self, infer: Infer) -> None:
         while (batch := self._next_batch()) is not None:
-            rows = [index for _, index, _ in batch]
-            try:
-                feed = self.queries.batch(rows)
-                infer(feed)
-            except BaseException as exc:  # reported by stop(); LoadGen still gets its answers
-                self.errors.append(exc)
-            else:
-                self.batch_sizes.append(len(rows))
-                self.padded_lengths.append(next(iter(feed.values())).shape[1])
-            self.complete([sid for sid, _, _ in batch])
+            self._run(infer, batch)
+
+    def _run(self, infer: Infer, batch: list[tuple[int, int, float]]) -> None:
+        rows = [index for _, index, _ in batch]
+        try:
+            feed = self.queries.batch(rows)
+            infer(feed)
+        except BaseException as exc:  # reported by stop(); LoadGen still gets its answers
+            self.errors.append(exc)
+        else:
+            self.batch_sizes.append(len(rows))
+            self.padded_lengths.append(next(iter(feed.values())).shape[1])
+        self.complete([sid for sid, _, _ in batch])
 
     def stats(self) -> dict[str, Any]:
         sizes = self.batch_sizes or [0]
@@ -254,6 +265,7 @@ def run_loadgen(lg, spec: dict[str, Any], queries: QuerySamples, instances: list
         max_batch_size=spec["max_batch_size"],
         max_queue_delay_s=spec["max_queue_delay_ms"] / 1000.0,
         sort_by_length=offline and spec.get("sort_by_length", True),
+        inline=spec["scenario"] == "SingleStream",
     )
     sut = lg.ConstructSUT(lambda qs: batcher.issue([(q.id, q.index) for q in qs]), lambda: None)
     qsl = lg.ConstructQSL(len(queries), len(queries), lambda _: None, lambda _: None)
