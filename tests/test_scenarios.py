@@ -425,7 +425,7 @@ def test_bad_scenario_input_is_one_error_line_exit_2(
     assert not out.exists()
 
 
-def test_a_bound_no_rate_meets_is_reported_invalid_not_as_a_number(tiny_artifact):
+def test_a_bound_no_rate_meets_is_reported_invalid_not_as_a_number(tiny_artifact, tmp_path):
     settings = harness.BenchSettings(intra_op_threads=1, warmup=1).validated()
     config = scenarios.scenario_config(
         run=["Server"],
@@ -434,6 +434,7 @@ def test_a_bound_no_rate_meets_is_reported_invalid_not_as_a_number(tiny_artifact
         server_min_qps=50,
         min_duration_s=0.2,
         min_query_count=20,
+        log_dir=tmp_path / "loadgen",
     )
     targets = harness.resolve_targets([str(tiny_artifact)])
     [record] = scenarios.run_scenarios(targets, settings, config)
@@ -441,6 +442,9 @@ def test_a_bound_no_rate_meets_is_reported_invalid_not_as_a_number(tiny_artifact
     assert record["latency_ms"] is None
     assert [p["target_qps"] for p in record["runs"]] == [100, 50]
     assert all(p["validity"] == "INVALID" for p in record["runs"])
+    for point in record["runs"]:  # LoadGen's own logs kept, one folder per run
+        summary = Path(point["log_dir"]) / loadgen_sut.SUMMARY_FILE
+        assert "Result is : INVALID" in summary.read_text()
     assert record["search"]["stopped"].startswith("INVALID down to server_min_qps")
     assert "Performance constraints satisfied: NO" in record["invalid_reasons"]
     [flag] = scenarios.scenario_flags([record])

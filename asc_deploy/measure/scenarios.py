@@ -77,6 +77,7 @@ class ScenarioConfig(BaseModel):
     offline_batch_size: int = Field(32, ge=1)
     offline_expected_qps: float | None = Field(None, gt=0)  # None: from the SingleStream rate
     threads_per_instance: int | None = Field(None, ge=1)  # None: bench threads / instances
+    log_dir: Path | None = None  # keep LoadGen's own logs here, a folder per run
 
     @field_validator("run", mode="before")
     @classmethod
@@ -95,7 +96,7 @@ class ScenarioConfig(BaseModel):
         return self
 
     def record(self) -> dict[str, Any]:
-        out = self.model_dump()
+        out = self.model_dump(mode="json")
         out["config_hash"] = hash_json(out)
         return out
 
@@ -148,7 +149,8 @@ def check_scenarios(targets: list, settings: Any, config: ScenarioConfig) -> Pat
         )
     for t in targets:
         path = t.sample_inputs or samples
-        longest = int(np.load(path)["lengths"].max())
+        with np.load(path) as data:
+            longest = int(data["lengths"].max())
         if t.max_positions is not None and longest > t.max_positions:
             raise UserError(
                 f"{path} holds {longest}-token examples, longer than {t.label} takes "
@@ -194,6 +196,7 @@ def worker_spec(
         "target_qps": None,
         "expected_qps": None,
         "expected_latency_ms": None,
+        "log_dir": None,
     }
     spec.update(loadgen)
     return spec
@@ -233,11 +236,16 @@ class _Session:
         self.target, self.provider, self.settings, self.config = target, provider, settings, config
         self.samples, self.runner, self.progress = samples, runner, progress
         self.single_stream_qps: float | None = None
+        self.runs = 0
 
     def measure(self, scenario: str, note: str = "", **loadgen: Any) -> dict[str, Any]:
+        t = self.target
         if self.progress:
-            t = self.target
             self.progress(f"{scenario}{note}: {t.model}/{t.variant} [{self.provider}]")
+        self.runs += 1
+        if self.config.log_dir is not None:
+            folder = f"{t.model}-{t.variant}-{t.runtime}-{self.provider}".replace("/", "_")
+            loadgen["log_dir"] = str(self.config.log_dir / folder / f"{self.runs:02d}-{scenario}")
         spec = worker_spec(
             self.target,
             self.provider,
@@ -432,6 +440,7 @@ def _point(result: dict[str, Any]) -> dict[str, Any]:
         "p99_ms": _ms(fields.get(_NS_KEYS["p99"])),
         "completed_per_s": completed,
         "batches": result["batches"],
+        "log_dir": spec["log_dir"],
     }
 
 
