@@ -125,3 +125,7 @@ def minilm_dir() -> Path:
     if not (MINILM_DIR / "config.json").is_file():
         pytest.skip(f"MiniLM-L6 not staged at {MINILM_DIR}; run `make models`")
     return MINILM_DIR
+
+
+# The one real run on tiny models that the pipeline and report tests share (session-scoped).
+from pipeline_helpers import full_run, pipeline_workspace, run_results_file  # noqa: E402, F401

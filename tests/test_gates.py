@@ -1,144 +1,206 @@
-"""Recommendation and release gates on the synthetic results fixture, each gate both ways."""
+"""Recommendation and release gates on a real run's results, each gate both ways.
+
+The values a gate must see (a pick that drops accuracy, a slower baseline) are derived from the
+tiny end-to-end run's records (tests/pipeline_helpers.py), never invented.
+"""
 
 from __future__ import annotations
-
-import copy
-import json
-from pathlib import Path
 
 import pytest
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.errors import UserError
+from asc_deploy.records import Gate, Results, load_results
 from asc_deploy.report import gates as G
+from asc_deploy.report import results as R
 from asc_deploy.report.recommend import recommend
-
-FIXTURE = Path(__file__).parent / "fixtures" / "results_example.json"
-BUILD, EDGE = "build-box (aaaaaaaa)", "edge-box (bbbbbbbb)"
 
 
 @pytest.fixture
-def results() -> dict:
-    return json.loads(FIXTURE.read_text())
+def results(run_results_file) -> Results:
+    return load_results(run_results_file)
 
 
-def _config(results, **overrides) -> GatesConfig:
+def _config(results: Results, **overrides) -> GatesConfig:
     return G.gates_config(results).model_copy(update=overrides)
 
 
-def _run(results, baseline=None, scope="recommended", **overrides) -> dict[str, dict]:
+def _run(results: Results, baseline=None, scope="recommended", **overrides) -> dict[str, Gate]:
     config = _config(results, **overrides)
     rec = recommend(results, config)
-    return {g["name"]: g for g in G.evaluate_gates(results, config, rec, baseline, scope)}
+    return {g.name: g for g in G.evaluate_gates(results, config, rec, baseline, scope)}
 
 
-def test_recommendation_is_fastest_within_budget_per_host(results):
+def _with_primary(results: Results, model: str, variant: str, primary: float) -> Results:
+    """The run as if (model, variant) had scored `primary` (its delta follows on validation)."""
+    doc = results.dump()
+    for ev in doc["evaluations"]:
+        if (ev["model"], ev["variant"]) == (model, variant):
+            ev["primary"] = primary
+    return Results.model_validate(doc)
+
+
+def _with_latency(results: Results, factor: float, model=None, variant=None) -> Results:
+    """The run with p50 multiplied by `factor` (for one artifact, or for all)."""
+    doc = results.dump()
+    for m in doc["bench"][0]["measurements"]:
+        if model is None or (m["model"], m["variant"]) == (model, variant):
+            m["latency_ms"]["p50"] *= factor
+    return Results.model_validate(doc)
+
+
+def _fastest_within(results: Results, budget: float):
+    """What the recommendation must be, computed here from the measurements directly."""
+    reference = results.reference_evaluation().primary
+    candidates = [
+        m
+        for m in results.bench[0].measurements
+        if m.shape == (1, 16)
+        and (ev := results.evaluation(m.model, m.variant)) is not None
+        and ev.primary >= reference - budget - 1e-9
+    ]
+    return min(candidates, key=lambda m: m.latency_ms.p50)
+
+
+def _reference_p50(results: Results) -> float:
+    ref = next(m for m in results.bench[0].measurements if m.key[1:3] == ("uncompressed", "torch"))
+    return ref.latency_ms.p50
+
+
+def test_recommendation_is_fastest_within_budget(results):
     rec = recommend(results, _config(results))["cpu"]
-    # asc-0.85 int8-dynamic (3.1 ms) is faster but 1.4 points down: outside the 1.0 budget.
-    assert (rec["model"], rec["variant"], rec["host_label"]) == ("asc-0.90", "int8-dynamic", BUILD)
-    assert rec["p50_ms"] == 3.9 and rec["speedup"] == pytest.approx(12.0 / 3.9)
-    assert rec["delta"] == pytest.approx(-0.7)
-    edge = rec["by_host"][EDGE]
-    assert (edge["model"], edge["variant"], edge["p50_ms"]) == ("asc-0.85", "fp32", 4.0)
+    best = _fastest_within(results, 1.0)
+    assert (rec.model, rec.variant, rec.p50_ms) == (best.model, best.variant, best.latency_ms.p50)
+    assert rec.speedup == pytest.approx(_reference_p50(results) / best.latency_ms.p50)
+    assert rec.delta == results.evaluation(best.model, best.variant).delta
+    assert rec.host == results.bench[0].host.fingerprint and rec.by_host is None
 
 
 def test_recommendation_follows_the_budget(results):
-    wide = recommend(results, _config(results, accuracy_budget=1.5))["cpu"]
-    assert (wide["model"], wide["variant"]) == ("asc-0.85", "int8-dynamic")
-    none = recommend(results, _config(results, accuracy_budget=0.0))["cpu"]
-    assert (none["model"], none["variant"]) == ("uncompressed", "fp32")
+    best = _fastest_within(results, 1.0)
+    reference = results.reference_evaluation().primary
+    worse = _with_primary(results, best.model, best.variant, reference - 1.5)
+    narrow = recommend(worse, _config(worse))["cpu"]
+    second = _fastest_within(worse, 1.0)
+    assert (narrow.model, narrow.variant) == (second.model, second.variant)
+    assert (narrow.model, narrow.variant) != (best.model, best.variant)
+    wide = recommend(worse, _config(worse, accuracy_budget=1.5))["cpu"]
+    assert (wide.model, wide.variant) == (best.model, best.variant)
     off_shape = recommend(results, _config(results, speedup_shape=(1, 64)))["cpu"]
-    assert off_shape["model"] is None and "1x64" in off_shape["reason"]
+    assert off_shape.model is None and "1x64" in off_shape.reason
 
 
 def test_accuracy_gate_both_ways(results):
+    pick = recommend(results, _config(results))["cpu"]
     ok = _run(results)["max_accuracy_drop"]
-    assert ok["passed"] and ok["value"] == pytest.approx(0.7) and ok["limit"] == 1.0
-    bad = _run(results, max_accuracy_drop=0.5)["max_accuracy_drop"]
-    assert not bad["passed"]
-    assert bad["reason"] == "asc-0.90 int8-dynamic drops 0.7 points > 0.5"
-    # Scope "asc": every ASC artifact, so asc-0.80 int8-dynamic (-3.0) fails a 1.0 limit.
-    wide = _run(results, scope="asc")["max_accuracy_drop"]
-    assert not wide["passed"] and wide["reason"].startswith("asc-0.80 int8-dynamic drops 3.0")
+    assert ok.passed and ok.value == pytest.approx(-pick.delta) and ok.limit == 100.0
+    # The same pick, 0.7 points below the uncompressed model: within the 1.0 budget, over 0.5.
+    reference = results.reference_evaluation().primary
+    dropped = _with_primary(results, pick.model, pick.variant, reference - 0.7)
+    bad = _run(dropped, max_accuracy_drop=0.5)["max_accuracy_drop"]
+    assert not bad.passed and bad.value == pytest.approx(0.7)
+    assert bad.reason == f"{pick.model} {pick.variant} drops 0.7 points > 0.5"
+    # Scope "asc": every ASC artifact, so a broken one nobody picked fails the gate too.
+    broken = _with_primary(results, "asc-0.90", "torch", reference - 3.0)
+    assert _run(broken, max_accuracy_drop=1.0)["max_accuracy_drop"].passed
+    wide = _run(broken, scope="asc", max_accuracy_drop=1.0)["max_accuracy_drop"]
+    assert not wide.passed and wide.reason == "asc-0.90 torch drops 3.0 points > 1.0"
 
 
 def test_speedup_gate_both_ways(results):
-    ok = _run(results)["min_speedup"]
-    # The worse of the two hosts' picks: edge-box asc-0.85 fp32, 10.0 / 4.0.
-    assert ok["passed"] and ok["value"] == pytest.approx(2.5)
-    bad = _run(results, min_speedup=3.0)["min_speedup"]
-    assert not bad["passed"]
-    assert bad["reason"] == "asc-0.85 fp32 is 2.50x on cpu 1x128 on edge-box (bbbbbbbb) < 3.0x"
-    missing = _run(results, speedup_shape=(1, 64))["min_speedup"]
-    assert not missing["passed"] and "no artifact measured on cpu 1x64" in missing["reason"]
+    pick = recommend(results, _config(results))["cpu"]
+    ok = _run(results, min_speedup=pick.speedup / 2)["min_speedup"]
+    assert ok.passed and ok.value == pytest.approx(round(pick.speedup, 4))
+    limit = round(pick.speedup * 2, 1)
+    bad = _run(results, min_speedup=limit)["min_speedup"]
+    assert not bad.passed
+    assert bad.reason == (
+        f"{pick.model} {pick.variant} is {pick.speedup:.2f}x on cpu 1x16 < {G.fmt_limit(limit)}x"
+    )
+    missing = _run(results, min_speedup=1.0, speedup_shape=(1, 64))["min_speedup"]
+    assert not missing.passed and "no artifact measured on cpu 1x64" in missing.reason
 
 
 def test_speedup_gate_fails_without_a_pytorch_baseline(results):
-    for doc in results["bench"]:
-        doc["measurements"] = [m for m in doc["measurements"] if m["runtime"] != "torch"]
-    gate = _run(results)["min_speedup"]
-    assert not gate["passed"] and "no uncompressed PyTorch measurement" in gate["reason"]
+    run = results.bench[0]
+    run.measurements[:] = [m for m in run.measurements if m.runtime != "torch"]
+    gate = _run(results, min_speedup=1.0)["min_speedup"]
+    assert not gate.passed and "no uncompressed PyTorch measurement" in gate.reason
 
 
 def test_latency_regression_gate_both_ways(results):
-    same = _run(results, baseline=copy.deepcopy(results), max_latency_regression=0.1)
-    assert same["max_latency_regression"]["passed"]
-    assert same["max_latency_regression"]["value"] == pytest.approx(0.0)
-    baseline = copy.deepcopy(results)
-    target = next(
-        m
-        for m in baseline["bench"][1]["measurements"]
-        if (m["model"], m["variant"], m["batch"]) == ("asc-0.85", "fp32", 1)
-    )
-    target["latency_ms"]["p50"] = 3.2  # now 4.0 ms: 25% slower than the baseline
+    same = _run(results, baseline=results, max_latency_regression=0.1)["max_latency_regression"]
+    assert same.passed and same.value == pytest.approx(0.0)
+    m = next(m for m in results.bench[0].measurements if m.key[1:3] == ("asc-0.90", "fp32"))
+    baseline = _with_latency(results, 0.8, "asc-0.90", "fp32")  # now 25% slower than that
     gate = _run(results, baseline=baseline, max_latency_regression=0.1)["max_latency_regression"]
-    assert not gate["passed"] and gate["value"] == pytest.approx(0.25)
-    assert gate["reason"] == (
-        "asc-0.85 fp32 cpu 1x128 p50 4.00 ms vs 3.20 ms baseline (+25% > 10%)"
+    assert not gate.passed and gate.value == pytest.approx(0.25)
+    assert gate.reason == (
+        f"asc-0.90 fp32 cpu 1x16 p50 {m.latency_ms.p50:.2f} ms vs "
+        f"{m.latency_ms.p50 * 0.8:.2f} ms baseline (+25% > 10%)"
     )
     # A noisy measurement is not evidence of a regression.
-    next(
-        m
-        for m in results["bench"][1]["measurements"]
-        if (m["model"], m["variant"], m["batch"]) == ("asc-0.85", "fp32", 1)
-    )["noisy"] = True
-    assert _run(results, baseline=baseline, max_latency_regression=0.1)["max_latency_regression"][
-        "passed"
-    ]
+    m.noisy = True
+    noisy = _run(results, baseline=baseline, max_latency_regression=0.1)["max_latency_regression"]
+    assert noisy.passed
 
 
 def test_latency_regression_matches_across_hosts_with_a_note(results):
-    baseline = copy.deepcopy(results)
-    baseline["bench"] = [copy.deepcopy(results["bench"][0])]
-    baseline["bench"][0]["host"]["fingerprint"] = "f" * 64
-    results["bench"] = results["bench"][:1]
+    doc = results.dump()
+    doc["bench"][0]["host"]["fingerprint"] = "f" * 16
+    baseline = Results.model_validate(doc)
     gate = _run(results, baseline=baseline, max_latency_regression=0.1)["max_latency_regression"]
-    assert gate["passed"] and gate["reason"].endswith("(baseline measured on a different host)")
+    assert gate.passed and gate.reason.endswith("(baseline measured on a different host)")
 
 
 def test_latency_regression_without_baseline_fails(results):
     gate = _run(results, max_latency_regression=0.1)["max_latency_regression"]
-    assert not gate["passed"] and "--baseline" in gate["reason"]
+    assert not gate.passed and "--baseline" in gate.reason
 
 
 def test_size_gate_both_ways(results):
-    ok = _run(results)["max_size_mb"]
-    assert ok["passed"] and ok["value"] == pytest.approx(77.1)
-    bad = _run(results, max_size_mb=50)["max_size_mb"]
-    assert not bad["passed"] and bad["reason"] == "asc-0.85 fp32 is 77.1 MB > 50.0 MB"
+    pick = recommend(results, _config(results))["cpu"]
+    size = results.evaluation(pick.model, pick.variant).size_bytes / 1e6
+    ok = _run(results, max_size_mb=1000)["max_size_mb"]
+    assert ok.passed and ok.value == pytest.approx(round(size, 3))
+    bad = _run(results, max_size_mb=0.01)["max_size_mb"]
+    assert not bad.passed
+    assert bad.reason == f"{pick.model} {pick.variant} is {size:.1f} MB > 0.01 MB"
 
 
 def test_unset_gates_are_not_reported_and_failure_lines(results):
-    none = _run(results, max_accuracy_drop=None, min_speedup=None, max_size_mb=None)
-    assert none == {}
-    gates = list(_run(results, max_accuracy_drop=0.5, max_size_mb=50).values())
+    assert _run(results, max_accuracy_drop=None) == {}
+    pick = recommend(results, _config(results))["cpu"]
+    size = results.evaluation(pick.model, pick.variant).size_bytes / 1e6
+    gates = list(_run(results, max_size_mb=0.01, min_speedup=1e-6).values())
+    assert [g.name for g in gates] == ["max_accuracy_drop", "min_speedup", "max_size_mb"]
     assert G.failure_lines(gates) == [
-        "gate max_accuracy_drop failed: asc-0.90 int8-dynamic drops 0.7 points > 0.5",
-        "gate max_size_mb failed: asc-0.85 fp32 is 77.1 MB > 50.0 MB",
+        f"gate max_size_mb failed: {pick.model} {pick.variant} is {size:.1f} MB > 0.01 MB"
     ]
 
 
+def test_picks_on_two_hosts_and_the_worse_speedup_gates(results):
+    doc = results.dump()
+    host = {**doc["bench"][0]["host"], "fingerprint": "e" * 16, "hostname": "edge-box"}
+    edge = Results.model_validate({**doc, "bench": [{**doc["bench"][0], "host": host}]}).bench[0]
+    two = R.merge_bench(results, [edge])
+    # The edge host's ONNX artifacts are 3x slower; its PyTorch baseline is unchanged.
+    for m in edge.measurements:
+        if m.runtime == "onnxruntime":
+            m.latency_ms.p50 *= 3
+    rec = recommend(two, _config(two))["cpu"]
+    own_label = R.host_labels(two)[0]
+    assert list(rec.by_host) == [own_label, "edge-box (eeeeeeee)"]
+    own, on_edge = rec.by_host[own_label], rec.by_host["edge-box (eeeeeeee)"]
+    assert (rec.model, rec.variant, rec.host_label) == (own.model, own.variant, own_label)
+    assert (on_edge.model, on_edge.variant) == (own.model, own.variant)
+    assert on_edge.speedup == pytest.approx(own.speedup / 3)
+    gate = _run(two, min_speedup=1e-6)["min_speedup"]
+    assert gate.value == pytest.approx(round(on_edge.speedup, 4))
+    assert gate.reason.endswith("on edge-box (eeeeeeee) >= 1e-06x")
+
+
 def test_invalid_gates_config_is_a_user_error(results):
-    results["run"]["config"]["gates"]["max_size_gb"] = 1
+    results.run.config["gates"]["max_size_gb"] = 1
     with pytest.raises(UserError, match="max_size_gb"):
         G.gates_config(results)

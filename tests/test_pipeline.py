@@ -1,4 +1,7 @@
-"""`asc-deploy run` end to end on a tiny model: results, report, resume after a kill, gates."""
+"""`asc-deploy run` end to end on a tiny model: results, report, resume after a kill, gates.
+
+The run itself is the session fixture `full_run` (tests/pipeline_helpers.py), shared with the
+report tests."""
 
 from __future__ import annotations
 
@@ -9,108 +12,12 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
-from conftest import tiny_config
+from pipeline_helpers import cli as _cli
+from pipeline_helpers import run_config as _config
 
 pytestmark = pytest.mark.slow
-
-POSITIVE = "good great best funny love".split()
-NEGATIVE = "bad terrible worst boring hate".split()
-
-
-def _write_data(folder: Path) -> None:
-    folder.mkdir()
-    rows = [
-        f"the movie was {(POSITIVE if i % 2 else NEGATIVE)[i % 5]} and the {w}\t{i % 2}"
-        for i, w in enumerate(["plot", "music", "actor", "story", "ending", "sound"] * 8)
-    ]
-    (folder / "train.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
-    (folder / "dev.tsv").write_text("text\tlabel\n" + "\n".join(rows[:24]) + "\n")
-
-
-def _write_model(folder: Path, tokenizer_dir: Path) -> None:
-    """A tiny BERT whose layer 2 is (almost exactly) the identity, so ASC has a layer to find."""
-    import torch
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    config = tiny_config("bert", num_layers=4)
-    config.initializer_range = 0.3  # large weights: the other layers really change the states
-    torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
-    layer = model.bert.encoder.layer[1]
-    with torch.no_grad():
-        for dense in (layer.attention.output.dense, layer.output.dense):
-            dense.weight.zero_()
-            dense.bias.zero_()
-        for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
-            norm.weight.fill_(1.0)
-            norm.bias.zero_()
-    model.save_pretrained(folder)
-    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
-
-
-def _config(tmp: Path, name: str, **gates) -> Path:
-    config = {
-        "name": name,
-        "output_dir": str(tmp / "exports"),
-        "model": str(tmp / "model"),
-        "model_finetuned": True,
-        "task": {"preset": "sst2", "data_dir": str(tmp / "data"), "max_length": 32},
-        "finetune": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
-        "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
-        "asc": {"thresholds": [0.9, 0.2]},
-        "comparisons": {
-            "strategies": ["top", "random"],
-            "random_seeds": [1],
-            # An off-the-shelf compressed model of another architecture, fine-tuned by the run.
-            "off_the_shelf": [{"name": "tiny-distilbert", "model": str(tmp / "distilbert")}],
-            "quantized_baselines": ["torch-dynamic-int8", "ort-dynamic-int8"],
-        },
-        "export": {"variants": ["fp32"], "validation_samples": 8},
-        "bench": {
-            "batch_sizes": [1],
-            "sequence_lengths": [16],
-            "rounds": 1,
-            "warmup": 1,
-            "min_iterations": 3,
-            "min_seconds": 0.01,
-        },
-        "gates": {"speedup_shape": [1, 16], **gates},
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ASC_QUIET": "1"}
-    command = [sys.executable, "-c", "from asc_deploy.cli import main; main()", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory, tiny_tokenizer_dir):
-    from conftest import tiny_model
-    from transformers import AutoTokenizer
-
-    tmp = tmp_path_factory.mktemp("pipeline")
-    _write_data(tmp / "data")
-    _write_model(tmp / "model", tiny_tokenizer_dir)
-    tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
-    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(tmp / "distilbert")
-    return tmp
-
-
-@pytest.fixture(scope="module")
-def full_run(workspace):
-    config = _config(workspace, "full", max_accuracy_drop=100.0)
-    result = _cli("run", str(config))
-    assert result.returncode == 0, result.stderr[-3000:]
-    root = workspace / "exports" / "full"
-    return root, json.loads((root / "report" / "results.json").read_text())
 
 
 def test_results_cover_every_model_and_stage(full_run):
@@ -152,9 +59,9 @@ def test_results_cover_every_model_and_stage(full_run):
     assert (root / "artifacts" / "asc-0.90" / "fp32" / "model.onnx").is_file()
 
 
-def test_rerun_with_same_inputs_reuses_every_stage(full_run, workspace):
+def test_rerun_with_same_inputs_reuses_every_stage(full_run, pipeline_workspace):
     root, results = full_run
-    again = _cli("run", str(workspace / "full.yaml"))
+    again = _cli("run", str(pipeline_workspace / "full.yaml"))
     assert again.returncode == 0, again.stderr[-2000:]
     rerun = json.loads((root / "report" / "results.json").read_text())
     assert rerun["bench"] == results["bench"]  # not measured again
@@ -163,20 +70,20 @@ def test_rerun_with_same_inputs_reuses_every_stage(full_run, workspace):
     assert "[stage] bench" not in again.stderr and "[stage] evaluate" not in again.stderr
 
 
-def test_gates_fail_with_one_line_each_and_exit_1(full_run, workspace):
+def test_gates_fail_with_one_line_each_and_exit_1(full_run, pipeline_workspace):
     root, _ = full_run
-    config = _config(workspace, "full", max_accuracy_drop=100.0, min_speedup=1e6)
+    config = _config(pipeline_workspace, "full", max_accuracy_drop=100.0, min_speedup=1e6)
     result = _cli("run", str(config))
     assert result.returncode == 1
     failures = [line for line in result.stderr.splitlines() if line.startswith("gate ")]
     assert len(failures) == 1 and "min_speedup" in failures[0]
 
 
-def test_interrupted_run_resumes_to_the_same_results(full_run, workspace):
+def test_interrupted_run_resumes_to_the_same_results(full_run, pipeline_workspace):
     _, full = full_run
     # Same inputs under another run name: copy nothing, kill mid-way, then resume.
-    config = _config(workspace, "resumed", max_accuracy_drop=100.0)
-    root = workspace / "exports" / "resumed"
+    config = _config(pipeline_workspace, "resumed", max_accuracy_drop=100.0)
+    root = pipeline_workspace / "exports" / "resumed"
     env = {**os.environ, "ASC_QUIET": "1"}
     command = [sys.executable, "-c", "from asc_deploy.cli import main; main()", "run", str(config)]
     process = subprocess.Popen(

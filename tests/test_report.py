@@ -1,34 +1,76 @@
-"""Report building: Pareto frontier, bench merging, tables, plots, HTML and results round-trip."""
+"""Report building on a real run's results: bench merging, tables, layer choice, plots, HTML.
+
+Every Results here comes from the tiny end-to-end run (tests/pipeline_helpers.py); a test that
+needs other values derives them from that run's records.
+"""
 
 from __future__ import annotations
 
-import copy
-import json
+import dataclasses
 import re
 from pathlib import Path
 
 import pytest
 
+from asc_deploy import records
 from asc_deploy.errors import UserError
+from asc_deploy.measure.statistics import compare_prediction_files
+from asc_deploy.records import BenchRun, Results, load_results
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
 from asc_deploy.report.pareto import pareto_front
 from asc_deploy.report.render import analyse, write_report
 
-FIXTURE = Path(__file__).parent / "fixtures" / "results_example.json"
-BUILD, EDGE = "build-box (aaaaaaaa)", "edge-box (bbbbbbbb)"
+EDGE = "e" * 16
 
 
 @pytest.fixture
-def results() -> dict:
-    return json.loads(FIXTURE.read_text())
+def results(run_results_file) -> Results:
+    return load_results(run_results_file)
 
 
 @pytest.fixture(scope="module")
-def report_dir(tmp_path_factory) -> Path:
+def report_dir(tmp_path_factory, run_results_file) -> Path:
     out = tmp_path_factory.mktemp("report")
-    write_report(json.loads(FIXTURE.read_text()), out)
+    write_report(load_results(run_results_file), out)
     return out
+
+
+def on_host(run: BenchRun, fingerprint: str, hostname: str, **changes) -> BenchRun:
+    """The same bench run as if measured on another host (validated, so measurements re-tag)."""
+    doc = run.dump()
+    doc["host"] = {**doc["host"], "fingerprint": fingerprint, "hostname": hostname}
+    return BenchRun.model_validate({**doc, **changes})
+
+
+def scaled(run: BenchRun, factor: float, **changes) -> BenchRun:
+    """The run with every latency multiplied by `factor`."""
+    doc = run.dump()
+    for m in doc["measurements"]:
+        m["latency_ms"] = {k: v * factor for k, v in m["latency_ms"].items()}
+    return BenchRun.model_validate({**doc, **changes})
+
+
+def with_evaluation(results: Results, model: str, variant: str, **changes) -> Results:
+    """The results with one evaluation changed (deltas recomputed by validation)."""
+    doc = results.dump()
+    for ev in doc["evaluations"]:
+        if (ev["model"], ev["variant"]) == (model, variant):
+            ev.update(changes)
+    return Results.model_validate(doc)
+
+
+def interval(comparison: dict) -> str:
+    """A paired comparison as the report writes it: '+12.50 [-16.67, +41.67]', * if significant."""
+    c = comparison
+    star = "*" if c["significant"] else ""
+    return f"{c['delta']:+.2f} [{c['ci_low']:+.2f}, {c['ci_high']:+.2f}]{star}"
+
+
+def metric_cell(results: Results, model: str) -> str:
+    """A model's PyTorch metric, with its paired interval when the run compared it."""
+    ev = results.evaluation(model, "torch")
+    return f"{ev.primary:.2f} Δ {interval(ev.comparison)}" if ev.comparison else f"{ev.primary:.2f}"
 
 
 def test_pareto_front_on_hand_made_points():
@@ -41,80 +83,163 @@ def test_pareto_front_on_hand_made_points():
 
 
 def test_schema_versions_are_checked():
-    R.check_schema({"schema": "asc-deploy.results/1.3"}, R.RESULTS_SCHEMA, "x")  # minor: fine
+    schema = records.RESULTS_SCHEMA
+    records.check_schema({"schema": "asc-deploy.results/1.3"}, schema, "x")  # minor: fine
     with pytest.raises(UserError, match="version 2 is unknown"):
-        R.check_schema({"schema": "asc-deploy.results/2"}, R.RESULTS_SCHEMA, "x")
+        records.check_schema({"schema": "asc-deploy.results/2"}, schema, "x")
     with pytest.raises(UserError, match="not a asc-deploy.results"):
-        R.check_schema({"schema": "asc-deploy.bench/1"}, R.RESULTS_SCHEMA, "x")
+        records.check_schema({"schema": "asc-deploy.bench/1"}, schema, "x")
     with pytest.raises(UserError, match="no 'schema'"):
-        R.check_schema([], R.RESULTS_SCHEMA, "x")
+        records.check_schema([], schema, "x")
 
 
 def test_merge_bench_tags_hosts_and_drops_duplicates(results):
-    edge = results["bench"][1]
-    only_build = {**results, "bench": results["bench"][:1]}
-    merged = R.merge_bench(only_build, [edge, copy.deepcopy(edge)])
-    assert len(merged["bench"]) == 2 and len(only_build["bench"]) == 1
+    (own,) = results.bench
+    edge = on_host(own, EDGE, "edge-box")
+    merged = R.merge_bench(results, [edge, on_host(own, EDGE, "edge-box")])
+    assert len(merged.bench) == 2 and len(results.bench) == 1
     ms = R.measurements(merged)
-    assert len(ms) == 2 * 9 * 2  # hosts x artifacts x shapes
-    assert {m["host_label"] for m in ms} == {BUILD, EDGE}
-    assert ms[0]["host"] == "a" * 64  # the run's own host first
+    assert len(ms) == 2 * len(own.measurements)
+    assert {m.host_label for m in ms} == {records.host_label(own.host), "edge-box (eeeeeeee)"}
+    assert ms[0].host == own.host.fingerprint  # the run's own host first
+    assert R.host_labels(merged) == [records.host_label(own.host), "edge-box (eeeeeeee)"]
 
 
 def test_later_bench_from_the_same_host_wins(results):
-    rerun = copy.deepcopy(results["bench"][0])
-    rerun["created"] = "2026-11-23T08:00:00Z"
-    for m in rerun["measurements"]:
-        m["latency_ms"]["p50"] *= 2
+    (own,) = results.bench
+    rerun = scaled(own, 2.0, created="2999-01-01T00:00:00Z")
     merged = R.merge_bench(results, [rerun])
-    build = [m for m in R.measurements(merged) if m["host_label"] == BUILD]
-    assert len(build) == 18
-    ref_torch = next(m for m in build if m["variant"] == "torch" and m["batch"] == 1)
-    assert ref_torch["latency_ms"]["p50"] == 24.0
+    ms = R.measurements(merged)
+    assert len(ms) == len(own.measurements)
+    before = {m.key: m.latency_ms.p50 for m in own.measurements}
+    assert {m.key: m.latency_ms.p50 for m in ms} == {k: 2.0 * v for k, v in before.items()}
 
 
 def test_speedup_is_against_pytorch_on_the_same_host_and_shape(results):
-    index = R.measurement_index(results)
-    m = index[("b" * 64, "asc-0.90", "int8-dynamic", "cpu", 8, 128)]
-    assert R.speedup(results, m, index) == pytest.approx(60.0 / 26.4)
+    ms = {(m.model, m.variant): m for m in results.bench[0].measurements}
+    torch_p50 = ms[("uncompressed", "torch")].latency_ms.p50
+    asc = ms[("asc-0.90", "fp32")]
+    assert R.speedup(results, asc) == pytest.approx(torch_p50 / asc.latency_ms.p50)
+    # Another host's PyTorch numbers never serve as this host's baseline.
+    edge = on_host(results.bench[0], EDGE, "edge-box")
+    edge.measurements[:] = [m for m in edge.measurements if m.runtime != "torch"]
+    merged = R.merge_bench(results, [edge])
+    edge_asc = next(m for m in R.measurements(merged) if m.host == EDGE and m.model == "asc-0.90")
+    assert R.speedup(merged, edge_asc) is None
 
 
 def test_main_table_rows_and_cells(results):
     table = tables.main_table(results)
-    assert len(table.rows) == 16  # every evaluated (model, variant)
+    assert len(table.rows) == len(results.evaluations)  # every evaluated (model, variant)
     assert [r[0] for r in table.rows[:4]] == ["uncompressed"] * 4
-    assert table.rows[-1][0] == "top-0.85"  # strategy baselines last
-    row = next(r for r in table.rows if r[:3] == ["asc-0.90", "asc", "int8-dynamic"])
-    assert row[3:8] == ["5 (-3)", "20.9", "21.6", "90.30", "-0.70"]
-    build_1x128 = table.headers.index(f"{BUILD} cpu 1x128 p50/p95 ms")
-    assert row[build_1x128] == "3.90 / 4.29 (3.08x)"
-    single = tables.main_table({**results, "bench": results["bench"][:1]})
-    assert "cpu 1x128 p50/p95 ms" in single.headers
+    assert {r[1] for r in table.rows[-4:]} == {"strategy"}  # strategy baselines last
+    row = next(r for r in table.rows if r[:3] == ["asc-0.90", "asc", "fp32"])
+    ev = results.evaluation("asc-0.90", "fp32")
+    assert row[3] == "3 (-2)"
+    assert row[6:8] == [
+        f"{ev.primary:.2f}",
+        interval(ev.comparison) if ev.comparison else f"{ev.delta:.2f}",
+    ]
+    m = next(m for m in results.bench[0].measurements if m.key[1:3] == ("asc-0.90", "fp32"))
+    cell = row[table.headers.index("cpu 1x16 p50/p95 ms")]
+    speedup = R.speedup(results, m)
+    assert cell == f"{m.latency_ms.p50:.2f} / {m.latency_ms.p95:.2f} ({speedup:.2f}x)"
+    # Two hosts: the latency columns name them.
+    merged = R.merge_bench(results, [on_host(results.bench[0], EDGE, "edge-box")])
+    assert "edge-box (eeeeeeee) cpu 1x16 p50/p95 ms" in tables.main_table(merged).headers
 
 
 def test_markdown_table_has_the_expected_rows(results):
     md = tables.to_markdown(tables.main_table(results))
     lines = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(lines) == 17  # header + 16 rows
-    assert "| asc-0.80 | asc | int8-dynamic | 3 (-2,3,5) | 17.4 | 18.1 | 88.00 | -3.00 |" in md
+    assert len(lines) == 1 + len(results.evaluations)
+    ev = results.evaluation("asc-0.20", "torch")
+    assert f"| asc-0.20 | asc | torch | 1 (-1,2,4) | 0.0203 | {ev.size_bytes / 1e6:.3g} |" in md
 
 
-def test_strategy_table_reports_seed_spread(results):
-    table = tables.strategy_table(results)
-    assert table.headers == ["Threshold", "Removed", "asc", "random", "top"]
-    row = next(r for r in table.rows if r[0] == "0.85")
-    assert row == ["0.85", "2", "90.40", "89.10 ± 0.28 (n=2)", "87.50"]
+def test_layer_choice_table_is_filled_on_a_real_run(results):
+    """Defect 5: strategy models carry no threshold, and the table used to skip every one."""
+    table = tables.layer_choice_table(results)
+    assert table.headers == ["Removed", "Layers left", "asc", "top", "random"]
+    deep = len(results.similarity.selections["0.2"])
+    assert [row[:2] for row in table.rows] == [["1", "3"], [str(deep), str(4 - deep)]]
+    one = dict(zip(table.headers, table.rows[0], strict=True))
+    assert one["asc"] == f"{metric_cell(results, 'asc-0.90')} · layers 2 · t=0.9"
+    assert one["top"] == f"{metric_cell(results, 'top-1')} · layers 4"
+    assert one["random"].startswith(f"{metric_cell(results, 'random-1-s1')} · layers ")
+    assert all(tables.MISSING not in cell for row in table.rows for cell in row)
+
+
+def paired(results: Results, model: str, variant: str):
+    """measure/statistics.py's paired comparison of a real evaluation with the reference's."""
+    reference, other = results.reference_evaluation(), results.evaluation(model, variant)
+    comparison = compare_prediction_files(
+        reference.predictions, other.predictions, "classification"
+    )
+    return comparison["accuracy"]
+
+
+def test_layer_choice_table_seeds_off_the_shelf_and_confidence_intervals(results):
+    doc = results.dump()
+    # A second random seed at depth 1, and the off-the-shelf model at that depth too.
+    seed = next(m for m in doc["models"] if m["name"] == "random-1-s1")
+    doc["models"].append({**seed, "name": "random-1-s2", "seed": 2})
+    ev = next(e for e in doc["evaluations"] if e["model"] == "random-1-s1")
+    doc["evaluations"].append({**ev, "model": "random-1-s2", "primary": ev["primary"] + 4.0})
+    next(m for m in doc["models"] if m["name"] == "tiny-distilbert")["layers"] = 3
+    # The paired statistics of asc-0.90 against the uncompressed model, on the real predictions.
+    stats = paired(results, "asc-0.90", "torch")
+    asc = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == ("asc-0.90", "torch"))
+    asc["comparison"] = stats.to_dict()
+    derived = Results.model_validate(doc)
+    table = tables.layer_choice_table(derived)
+    assert table.headers[-1] == "off-the-shelf"
+    one = dict(zip(table.headers, table.rows[0], strict=True))
+    sd = 4.0 / 2**0.5  # two values 4 apart
+    assert one["random"] == f"{ev['primary'] + 2.0:.2f} ± {sd:.2f} (n=2)"
+    assert one["off-the-shelf"] == f"{metric_cell(derived, 'tiny-distilbert')} · tiny-distilbert"
+    expected = interval(stats.to_dict())
+    assert one["asc"] == f"{asc['primary']:.2f} Δ {expected} · layers 2 · t=0.9"
+    assert "paired 95% CI" in table.note
+    # The main table shows the interval and the p-value.
+    main = tables.main_table(derived)
+    row = next(r for r in main.rows if r[:3] == ["asc-0.90", "asc", "torch"])
+    cells = dict(zip(main.headers, row, strict=True))
+    assert cells["Δ (pts) [95% CI]"] == expected
+    assert cells["p (paired)"] == f"{stats.p_value:.3f}"
+
+
+def test_recommendation_says_whether_the_difference_is_significant(results):
+    analysed = analyse(results)
+    pick = analysed.recommendation["cpu"]
+    stats = paired(results, pick.model, pick.variant)
+    text = interval({**stats.to_dict(), "significant": False})  # no star: the verdict is spelt out
+    for significant, verdict in ((stats.significant, None), (True, "significant")):
+        # Keyed by metric, as a QA comparison is ({"exact": ..., "f1": ...}).
+        comparison = {"accuracy": dataclasses.replace(stats, significant=significant).to_dict()}
+        derived = with_evaluation(analysed, pick.model, pick.variant, comparison=comparison)
+        row = tables.recommendation_table(derived, analysed.recommendation).rows[0]
+        verdict = verdict or ("significant" if stats.significant else "not significant")
+        assert row[5] == f"{text}, {verdict}"
 
 
 def test_plots_are_png_and_skip_what_cannot_be_drawn(results):
-    png = plots.accuracy_vs_latency(results, BUILD, "cpu", 1, 128)
-    assert png.startswith(b"\x89PNG")
-    assert plots.accuracy_vs_latency(results, BUILD, "cuda", 1, 128) is None
+    label = R.host_labels(results)[0]
+    assert plots.accuracy_vs_latency(results, label, "cpu", 1, 16).startswith(b"\x89PNG")
+    assert plots.accuracy_vs_latency(results, label, "cuda", 1, 16) is None
     assert plots.similarity_heatmap(results).startswith(b"\x89PNG")
-    assert plots.latency_scaling(results, BUILD, "cpu", "batch", 128).startswith(b"\x89PNG")
-    assert plots.latency_scaling(results, BUILD, "cpu", "sequence", 1) is None  # one length
+    assert plots.latency_scaling(results, label, "cpu", "batch", 16) is None  # one batch size
+    batch8 = BenchRun.model_validate(
+        {
+            **results.bench[0].dump(),
+            "created": "2999-01-01T00:00:00Z",
+            "measurements": [{**m, "batch": 8} for m in results.bench[0].dump()["measurements"]],
+        }
+    )
+    two_batches = R.merge_bench(results, [batch8])
+    assert plots.latency_scaling(two_batches, label, "cpu", "batch", 16).startswith(b"\x89PNG")
     assert plots.reliability_diagrams(results).startswith(b"\x89PNG")
-    assert plots.similarity_heatmap({**results, "similarity": None}) is None
+    assert plots.similarity_heatmap(results.model_copy(update={"similarity": None})) is None
 
 
 def test_report_files_and_reading_order(report_dir):
@@ -126,43 +251,48 @@ def test_report_files_and_reading_order(report_dir):
             "### Release gates",
             "### Recommendation",
             "### Main table",
+            "### Layer-choice baselines",
             "## Plots",
             "## Details",
         )
     ]
     assert order == sorted(order)
-    for img in re.findall(r"\]\((plots/[^)]+\.png)\)", md):
+    images = re.findall(r"\]\((plots/[^)]+\.png)\)", md)
+    for img in images:
         assert (report_dir / img).read_bytes().startswith(b"\x89PNG")
-    assert len(list((report_dir / "plots").glob("*.png"))) == 7
+    # accuracy-latency, accuracy-size, similarity, reliability (one shape: no scaling plots)
+    assert len(images) == len(list((report_dir / "plots").glob("*.png"))) == 4
 
 
 def test_html_is_self_contained(report_dir):
     html = (report_dir / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]+)"', html)
-    assert len(images) == 7 and all(s.startswith("data:image/png;base64,") for s in images)
+    assert len(images) == 4 and all(s.startswith("data:image/png;base64,") for s in images)
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:|//)", html, re.I)
     assert "<link" not in html and "<script" not in html
     assert 'class="verdict pass"' in html
 
 
 def test_results_json_round_trips(report_dir, tmp_path):
-    written = R.load_results(report_dir / "results.json")
-    assert written["recommendation"]["cpu"]["model"] == "asc-0.90"
-    assert [g["name"] for g in written["gates"]] == [
-        "max_accuracy_drop",
-        "min_speedup",
-        "max_size_mb",
-    ]
+    written = load_results(report_dir / "results.json")
+    assert written.recommendation["cpu"].model is not None
+    assert [g.name for g in written.gates] == ["max_accuracy_drop"]
+    text = (report_dir / "results.json").read_text()
+    assert '"host_label"' not in text.split('"bench"')[1].split('"gates"')[0]
     # Analysing the written file again changes nothing, and rewriting it gives the same bytes.
     assert analyse(written) == written
     write_report(written, tmp_path, with_plots=False)
-    assert (tmp_path / "results.json").read_text() == (report_dir / "results.json").read_text()
+    assert (tmp_path / "results.json").read_text() == text
 
 
 def test_failed_verdict_lists_failures(results, tmp_path):
-    results["run"]["config"]["gates"]["max_size_mb"] = 50
-    write_report(results, tmp_path, with_plots=False)
+    results.run.config["gates"]["max_size_mb"] = 0.01
+    analysed = write_report(results, tmp_path, with_plots=False)
+    pick = analysed.recommendation["cpu"]
     md = (tmp_path / "report.md").read_text()
-    assert "Verdict: FAIL (1 of 3 gates failed)" in md
-    assert "- gate max_size_mb failed: asc-0.85 fp32 is 77.1 MB > 50.0 MB" in md
+    assert "Verdict: FAIL (1 of 2 gates failed)" in md
+    size = results.evaluation(pick.model, pick.variant).size_bytes / 1e6
+    assert (
+        f"- gate max_size_mb failed: {pick.model} {pick.variant} is {size:.1f} MB > 0.01 MB" in md
+    )
     assert 'class="verdict fail"' in (tmp_path / "report.html").read_text()

@@ -1,15 +1,18 @@
-"""`asc-deploy report` through the real entry point: exit codes 0 / 1 / 2 and their lines."""
+"""`asc-deploy report` through the real entry point: exit codes 0 / 1 / 2 and their lines.
+
+The results.json is the one the tiny end-to-end run wrote (tests/pipeline_helpers.py).
+"""
 
 from __future__ import annotations
 
-import copy
 import json
 import sys
 from pathlib import Path
 
 import pytest
 
-FIXTURE = Path(__file__).parent / "fixtures" / "results_example.json"
+from asc_deploy.measure import harness
+from asc_deploy.records import Results, load_results
 
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -26,8 +29,8 @@ def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
 
 
 @pytest.fixture
-def results() -> dict:
-    return json.loads(FIXTURE.read_text())
+def results(run_results_file) -> Results:
+    return load_results(run_results_file)
 
 
 def _save(path: Path, doc: dict) -> Path:
@@ -35,8 +38,16 @@ def _save(path: Path, doc: dict) -> Path:
     return path
 
 
-def test_passing_gates_exit_zero_and_write_the_report(monkeypatch, capsys, tmp_path):
-    code, out, err = _cli(monkeypatch, capsys, FIXTURE, "--output", tmp_path / "rep")
+def _on_edge(doc: dict) -> dict:
+    """A bench.json document as if measured on another host."""
+    host = {**doc["host"], "fingerprint": "e" * 16, "hostname": "edge-box"}
+    return {**doc, "host": host}
+
+
+def test_passing_gates_exit_zero_and_write_the_report(
+    monkeypatch, capsys, tmp_path, run_results_file
+):
+    code, out, err = _cli(monkeypatch, capsys, run_results_file, "--output", tmp_path / "rep")
     assert code == 0, err
     assert err == ""
     assert {p.name for p in (tmp_path / "rep").iterdir()} >= {
@@ -48,38 +59,44 @@ def test_passing_gates_exit_zero_and_write_the_report(monkeypatch, capsys, tmp_p
 
 
 def test_failing_gate_exits_one_with_its_line(monkeypatch, capsys, tmp_path, results):
-    results["run"]["config"]["gates"]["max_accuracy_drop"] = 0.5
-    path = _save(tmp_path / "results.json", results)
+    doc = results.dump()
+    doc["run"]["config"]["gates"]["max_size_mb"] = 0.01
+    path = _save(tmp_path / "results.json", doc)
     code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
     assert code == 1
     assert not (tmp_path / "rep" / "plots").exists()
+    pick = load_results(tmp_path / "rep" / "results.json").recommendation["cpu"]
+    size = results.evaluation(pick.model, pick.variant).size_bytes / 1e6
     assert err.splitlines() == [
-        "gate max_accuracy_drop failed: asc-0.90 int8-dynamic drops 0.7 points > 0.5"
+        f"gate max_size_mb failed: {pick.model} {pick.variant} is {size:.1f} MB > 0.01 MB"
     ]
 
 
-def test_bench_from_another_host_is_merged(monkeypatch, capsys, tmp_path, results):
-    edge = results["bench"].pop(1)
-    path = _save(tmp_path / "results.json", results)
-    bench = _save(tmp_path / "edge.json", edge)
+@pytest.mark.parametrize("merged", [False, True], ids=["bench.json", "bench-merge set"])
+def test_bench_from_another_host_is_merged(monkeypatch, capsys, tmp_path, results, merged):
+    edge = _on_edge(results.bench[0].dump())
+    bench = _save(tmp_path / "edge.json", harness.merge_bench([edge]) if merged else edge)
+    path = _save(tmp_path / "results.json", results.dump())
     code, out, _ = _cli(
         monkeypatch, capsys, path, "--bench", bench, "-o", tmp_path / "r", "--json", "--no-plots"
     )
     assert code == 0
     doc = json.loads(out)
-    assert doc["recommendation"]["cpu"]["by_host"]["edge-box (bbbbbbbb)"]["model"] == "asc-0.85"
-    assert [g["passed"] for g in doc["gates"]] == [True, True, True]
-    written = json.loads((tmp_path / "r" / "results.json").read_text())
-    assert len(written["bench"]) == 2
+    own = doc["recommendation"]["cpu"]
+    edge_pick = own["by_host"]["edge-box (eeeeeeee)"]
+    assert (edge_pick["model"], edge_pick["variant"]) == (own["model"], own["variant"])
+    assert [g["passed"] for g in doc["gates"]] == [True]
+    assert doc["report"]["report.html"] == str(tmp_path / "r" / "report.html")
+    assert len(load_results(tmp_path / "r" / "results.json").bench) == 2
 
 
 def test_baseline_regression_fails(monkeypatch, capsys, tmp_path, results):
-    results["run"]["config"]["gates"]["max_latency_regression"] = 0.1
-    baseline = copy.deepcopy(results)
-    for doc in baseline["bench"]:
-        for m in doc["measurements"]:
-            m["latency_ms"]["p50"] /= 2  # everything is now twice as slow as the baseline
-    path = _save(tmp_path / "results.json", results)
+    doc = results.dump()
+    doc["run"]["config"]["gates"]["max_latency_regression"] = 0.1
+    baseline = json.loads(json.dumps(doc))
+    for m in baseline["bench"][0]["measurements"]:
+        m["latency_ms"]["p50"] /= 2  # everything is now twice as slow as the baseline
+    path = _save(tmp_path / "results.json", doc)
     base = _save(tmp_path / "baseline.json", baseline)
     code, _, err = _cli(
         monkeypatch, capsys, path, "--baseline", base, "-o", tmp_path / "r", "--no-plots"
@@ -112,4 +129,53 @@ def test_user_errors_exit_two_in_one_line(monkeypatch, capsys, tmp_path, content
     code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "r")
     assert code == 2
     assert len(err.strip().splitlines()) == 1 and message in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("accuracy", ["high", "50.0", float("nan")])
+def test_a_non_numeric_accuracy_exits_two(monkeypatch, capsys, tmp_path, results, accuracy):
+    doc = results.dump()
+    doc["evaluations"][0]["primary"] = accuracy
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))  # NaN is written as the bare token NaN
+    code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "r")
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "evaluations.0.primary" in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_an_accuracy_edited_without_its_delta_is_recomputed(monkeypatch, capsys, tmp_path, results):
+    doc = results.dump()
+    ev = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == ("asc-0.90", "fp32"))
+    ev["primary"] -= 30.0  # the stored delta now lies
+    path = _save(tmp_path / "results.json", doc)
+    code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "r", "--no-plots")
+    assert code == 0, err
+    written = load_results(tmp_path / "r" / "results.json")
+    assert written.evaluation("asc-0.90", "fp32").delta == pytest.approx(
+        ev["delta"] - 30.0, abs=1e-3
+    )
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda d: d["measurements"][0].pop("latency_ms"), "measurements.0.latency_ms"),
+        (lambda d: d["measurements"][0].update(batch=0), "measurements.0.batch"),
+        (lambda d: d.update(schema="asc-deploy.bench/9"), "version 9 is unknown"),
+    ],
+    ids=["missing latency", "batch 0", "unknown version"],
+)
+def test_a_malformed_bench_file_exits_two(
+    monkeypatch, capsys, tmp_path, run_results_file, results, change, message
+):
+    bench = results.bench[0].dump()
+    change(bench)
+    path = _save(tmp_path / "bench.json", bench)
+    code, _, err = _cli(
+        monkeypatch, capsys, run_results_file, "--bench", path, "-o", tmp_path / "r"
+    )
+    assert code == 2
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "r").exists()

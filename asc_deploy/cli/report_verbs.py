@@ -18,7 +18,10 @@ def report(
     results_file: Annotated[Path, typer.Argument(help="results.json written by `asc-deploy run`.")],
     bench: Annotated[
         list[Path] | None,
-        typer.Option("--bench", help="A bench.json from another host to merge (repeatable)."),
+        typer.Option(
+            "--bench",
+            help="A bench.json from another host, or a bench-merge set, to merge (repeatable).",
+        ),
     ] = None,
     output: Annotated[
         Path | None,
@@ -43,32 +46,31 @@ def report(
     from rich.console import Console
 
     from asc_deploy.errors import UserError
+    from asc_deploy.records import load_bench_runs, load_results
     from asc_deploy.report import results as R
     from asc_deploy.report.gates import failure_lines, gates_config, load_baseline
-    from asc_deploy.report.render import write_report
+    from asc_deploy.report.render import REPORT_FILES, write_report
     from asc_deploy.report.tables import gates_table, recommendation_table, to_rich
 
     if accuracy_scope not in ("recommended", "asc"):
         raise UserError(f"--accuracy-scope '{accuracy_scope}' must be 'recommended' or 'asc'")
-    results = R.merge_bench(R.load_results(results_file), [R.load_bench(p) for p in bench or []])
+    runs = [run for path in bench or [] for run in load_bench_runs(path)]
+    results = R.merge_bench(load_results(results_file), runs)
     config = gates_config(results)
     base = load_baseline(config, baseline)
     out_dir = output or results_file.parent / "report"
-    paths = write_report(results, out_dir, config, base, accuracy_scope, plots)  # type: ignore[arg-type]
-    analysed = R.load_results(paths["results.json"])
+    analysed = write_report(results, out_dir, config, base, accuracy_scope, plots)  # type: ignore[arg-type]
     if as_json:
-        doc = {
-            "gates": analysed["gates"],
-            "recommendation": analysed["recommendation"],
-            "report": {name: str(p) for name, p in paths.items()},
-        }
-        print(json.dumps(doc, indent=2))
+        doc = analysed.dump()
+        report_files = {name: str(out_dir / name) for name in REPORT_FILES}
+        summary = {"gates": doc["gates"], "recommendation": doc["recommendation"]}
+        print(json.dumps({**summary, "report": report_files}, indent=2))
     else:
         console = Console()
-        console.print(to_rich(gates_table(analysed["gates"])))
-        console.print(to_rich(recommendation_table(analysed, analysed["recommendation"])))
-        console.print(f"report: {paths['report.html']}")
-    failed = failure_lines(analysed["gates"])
+        console.print(to_rich(gates_table(analysed.gates)))
+        console.print(to_rich(recommendation_table(analysed, analysed.recommendation)))
+        console.print(f"report: {out_dir / 'report.html'}")
+    failed = failure_lines(analysed.gates)
     for line in failed:
         print(line, file=sys.stderr)
     if failed:

@@ -17,22 +17,24 @@ release gate that silently passes on missing data is worse than none.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import ValidationError
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.errors import UserError
+from asc_deploy.records import Evaluation, Gate, Measurement, Pick, Results, load_results
 from asc_deploy.report import results as R
 
 Scope = Literal["recommended", "asc"]
 EPS = 1e-9
 
 
-def gates_config(results: dict[str, Any]) -> GatesConfig:
+def gates_config(results: Results) -> GatesConfig:
     """The `gates:` section of the run config stored in results.json (defaults if absent)."""
-    raw = ((results.get("run") or {}).get("config") or {}).get("gates") or {}
+    raw = results.run.config.get("gates") or {}
     try:
         return GatesConfig.model_validate(raw)
     except ValidationError as exc:
@@ -41,10 +43,10 @@ def gates_config(results: dict[str, Any]) -> GatesConfig:
         raise UserError(f"results.json run.config.gates.{key}: {first['msg']}") from exc
 
 
-def load_baseline(config: GatesConfig, explicit: str | Path | None = None) -> dict | None:
+def load_baseline(config: GatesConfig, explicit: str | Path | None = None) -> Results | None:
     """The release-baseline results.json: `explicit` (--baseline) wins over gates.baseline."""
     path = explicit or config.baseline
-    return R.load_results(path) if path else None
+    return load_results(path) if path else None
 
 
 def fmt_limit(value: float) -> str:
@@ -53,22 +55,18 @@ def fmt_limit(value: float) -> str:
     return text if any(c in text for c in ".e") else text + ".0"
 
 
-def _gate(name: str, passed: bool, value: Any, limit: Any, reason: str) -> dict[str, Any]:
-    return {"name": name, "passed": bool(passed), "value": value, "limit": limit, "reason": reason}
+def _label(item: R.Item) -> str:
+    return f"{item.model} {item.variant}"
 
 
-def _label(item: dict[str, Any]) -> str:
-    return f"{item['model']} {item['variant']}"
-
-
-def _picks(recommendation: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def picks(recommendation: dict[str, Pick]) -> list[Pick]:
     """Every host's pick for every provider, without repeats."""
-    picks = []
+    out: list[Pick] = []
     for rec in recommendation.values():
-        for pick in (rec.get("by_host") or {"_": rec}).values():
-            if pick and pick.get("model") and pick not in picks:
-                picks.append(pick)
-    return picks
+        for pick in (rec.by_host or {"_": rec}).values():
+            if pick is not None and pick.model and pick not in out:
+                out.append(pick)
+    return out
 
 
 def _nothing(scope: Scope) -> str:
@@ -79,25 +77,28 @@ def _nothing(scope: Scope) -> str:
     return "no recommended or ASC artifact evaluated"
 
 
-def _scoped_evaluations(results, recommendation, scope: Scope) -> list[dict[str, Any]]:
-    evals = R.evaluations_by_key(results)
-    keys = {(p["model"], p["variant"]) for p in _picks(recommendation)}
+def _scoped_evaluations(
+    results: Results, recommendation: dict[str, Pick], scope: Scope
+) -> list[Evaluation]:
+    keys = {(p.model, p.variant) for p in picks(recommendation)}
     if scope == "asc":
-        kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
-        keys |= {k for k in evals if kinds.get(k[0]) == "asc"}
-    items = [evals[k] for k in keys if k in evals]
-    return R.sort_items(results, items)
+        asc = {m.name for m in results.models if m.kind == "asc"}
+        keys |= {e.key for e in results.evaluations if e.model in asc}
+    return R.evaluations_of(results, sorted(keys))
 
 
-def accuracy_gate(results, recommendation, limit: float, scope: Scope) -> dict[str, Any]:
-    evals = _scoped_evaluations(results, recommendation, scope)
+def accuracy_gate(
+    results: Results, recommendation: dict[str, Pick], limit: float, scope: Scope
+) -> Gate:
     drops = [
-        (-(R.delta_points(results, e) or 0.0), e)
-        for e in evals
-        if R.delta_points(results, e) is not None
+        (-e.delta, e)
+        for e in _scoped_evaluations(results, recommendation, scope)
+        if e.delta is not None
     ]
     if not drops:
-        return _gate("max_accuracy_drop", False, None, limit, _nothing(scope))
+        return Gate(
+            name="max_accuracy_drop", passed=False, value=None, limit=limit, reason=_nothing(scope)
+        )
     drop, worst = max(drops, key=lambda d: d[0])
     passed = drop <= limit + EPS
     verb = "<=" if passed else ">"
@@ -105,95 +106,109 @@ def accuracy_gate(results, recommendation, limit: float, scope: Scope) -> dict[s
     if drop < 0:  # an improvement: say so rather than "drops -0.5"
         gain = fmt_limit(round(-drop, 2))
         reason = f"{_label(worst)} gains {gain} points (limit {fmt_limit(limit)})"
-    return _gate("max_accuracy_drop", passed, round(drop, 4), limit, reason)
+    return Gate(
+        name="max_accuracy_drop", passed=passed, value=round(drop, 4), limit=limit, reason=reason
+    )
 
 
-def speedup_gate(results, recommendation, config: GatesConfig) -> dict[str, Any]:
+def speedup_gate(results: Results, recommendation: dict[str, Pick], config: GatesConfig) -> Gate:
     target, (batch, sequence), limit = (
         config.speedup_target,
         config.speedup_shape,
         config.min_speedup,
     )
     rec = recommendation.get(target)
-    picks = list((rec.get("by_host") or {"_": rec}).values()) if rec else []
-    picks = [p for p in picks if p and p.get("model")]
+    chosen = [p for p in (rec.by_host or {"_": rec}).values() if p and p.model] if rec else []
     shape = f"{target} {batch}x{sequence}"
-    if not picks:
-        return _gate("min_speedup", False, None, limit, f"no artifact measured on {shape}")
-    missing = [p for p in picks if p.get("speedup") is None]
+
+    def gate(passed: bool, value: float | None, reason: str) -> Gate:
+        return Gate(name="min_speedup", passed=passed, value=value, limit=limit, reason=reason)
+
+    if not chosen:
+        return gate(False, None, f"no artifact measured on {shape}")
+    missing = [p for p in chosen if p.speedup is None]
     if missing:
-        reason = f"no uncompressed PyTorch measurement on {shape} ({missing[0]['host_label']})"
-        return _gate("min_speedup", False, None, limit, reason)
-    worst = min(picks, key=lambda p: p["speedup"])
-    passed = worst["speedup"] >= limit - EPS
+        return gate(
+            False, None, f"no uncompressed PyTorch measurement on {shape} ({missing[0].host_label})"
+        )
+    worst = min(chosen, key=lambda p: p.speedup)
+    passed = worst.speedup >= limit - EPS
     verb = ">=" if passed else "<"
-    host = f" on {worst['host_label']}" if len(picks) > 1 else ""
-    reason = (
-        f"{_label(worst)} is {worst['speedup']:.2f}x on {shape}{host} {verb} {fmt_limit(limit)}x"
-    )
-    return _gate("min_speedup", passed, round(worst["speedup"], 4), limit, reason)
+    host = f" on {worst.host_label}" if len(chosen) > 1 else ""
+    reason = f"{_label(worst)} is {worst.speedup:.2f}x on {shape}{host} {verb} {fmt_limit(limit)}x"
+    return gate(passed, round(worst.speedup, 4), reason)
 
 
-def _baseline_pairs(results, baseline) -> tuple[list[tuple[dict, dict]], bool]:
+def _baseline_pairs(
+    results: Results, baseline: Results
+) -> tuple[list[tuple[Measurement, Measurement]], bool]:
     """(current, baseline) measurement pairs, and whether they were matched across hosts."""
-    now = [m for m in R.measurements(results) if not m.get("noisy")]
-    base = [m for m in R.measurements(baseline) if not m.get("noisy")]
-    same_host = {m["host"] for m in now} & {m["host"] for m in base}
-    if same_host:
-        index = {R.measurement_key(m): m for m in base}
-        return [
-            (m, index[R.measurement_key(m)]) for m in now if R.measurement_key(m) in index
-        ], False
-    index = {R.measurement_key(m)[1:]: m for m in base}
-    return [
-        (m, index[R.measurement_key(m)[1:]]) for m in now if R.measurement_key(m)[1:] in index
-    ], True
+    now = [m for m in R.measurements(results) if not m.noisy and m.latency_ms.p50]
+    base = [m for m in R.measurements(baseline) if not m.noisy and m.latency_ms.p50]
+    cross_host = not ({m.host for m in now} & {m.host for m in base})
+    # Across hosts, match on everything but the host.
+    key = (lambda m: m.key[1:]) if cross_host else (lambda m: m.key)
+    index = {key(m): m for m in base}
+    return [(m, index[key(m)]) for m in now if key(m) in index], cross_host
 
 
-def regression_gate(results, baseline, limit: float) -> dict[str, Any]:
-    name = "max_latency_regression"
+def regression_gate(results: Results, baseline: Results | None, limit: float) -> Gate:
+    def gate(passed: bool, value: float | None, reason: str) -> Gate:
+        return Gate(
+            name="max_latency_regression", passed=passed, value=value, limit=limit, reason=reason
+        )
+
     if baseline is None:
-        reason = "no baseline results.json given (set gates.baseline or pass --baseline)"
-        return _gate(name, False, None, limit, reason)
+        return gate(
+            False, None, "no baseline results.json given (set gates.baseline or pass --baseline)"
+        )
     pairs, cross_host = _baseline_pairs(results, baseline)
-    pairs = [(m, b) for m, b in pairs if m["latency_ms"].get("p50") and b["latency_ms"].get("p50")]
     if not pairs:
-        return _gate(name, False, None, limit, "no measurement matches one in the baseline")
+        return gate(False, None, "no measurement matches one in the baseline")
     ratio, m, b = max(
-        ((m["latency_ms"]["p50"] / b["latency_ms"]["p50"] - 1, m, b) for m, b in pairs),
-        key=lambda t: t[0],
+        ((m.latency_ms.p50 / b.latency_ms.p50 - 1, m, b) for m, b in pairs), key=lambda t: t[0]
     )
     passed = ratio <= limit + EPS
     verb = "<=" if passed else ">"
-    where = f"{m['provider']} {m['batch']}x{m['sequence']}"
     reason = (
-        f"{_label(m)} {where} p50 {m['latency_ms']['p50']:.2f} ms vs "
-        f"{b['latency_ms']['p50']:.2f} ms baseline ({ratio:+.0%} {verb} {limit:.0%})"
+        f"{_label(m)} {m.provider} {m.batch}x{m.sequence} p50 {m.latency_ms.p50:.2f} ms vs "
+        f"{b.latency_ms.p50:.2f} ms baseline ({ratio:+.0%} {verb} {limit:.0%})"
     )
     if cross_host:
         reason += " (baseline measured on a different host)"
-    return _gate(name, passed, round(ratio, 4), limit, reason)
+    return gate(passed, round(ratio, 4), reason)
 
 
-def size_gate(results, recommendation, limit: float, scope: Scope) -> dict[str, Any]:
-    evals = _scoped_evaluations(results, recommendation, scope)
-    sized = [(e["size_bytes"] / 1e6, e) for e in evals if e.get("size_bytes")]
+def size_gate(
+    results: Results, recommendation: dict[str, Pick], limit: float, scope: Scope
+) -> Gate:
+    sized = [
+        (e.size_bytes / 1e6, e)
+        for e in _scoped_evaluations(results, recommendation, scope)
+        if e.size_bytes
+    ]
     if not sized:
-        return _gate("max_size_mb", False, None, limit, _nothing(scope) + " with a known size")
+        return Gate(
+            name="max_size_mb",
+            passed=False,
+            value=None,
+            limit=limit,
+            reason=_nothing(scope) + " with a known size",
+        )
     size, worst = max(sized, key=lambda s: s[0])
     passed = size <= limit + EPS
     verb = "<=" if passed else ">"
     reason = f"{_label(worst)} is {size:.1f} MB {verb} {fmt_limit(limit)} MB"
-    return _gate("max_size_mb", passed, round(size, 3), limit, reason)
+    return Gate(name="max_size_mb", passed=passed, value=round(size, 3), limit=limit, reason=reason)
 
 
 def evaluate_gates(
-    results: dict[str, Any],
+    results: Results,
     config: GatesConfig,
-    recommendation: dict[str, dict[str, Any]],
-    baseline: dict[str, Any] | None = None,
+    recommendation: dict[str, Pick],
+    baseline: Results | None = None,
     scope: Scope = "recommended",
-) -> list[dict[str, Any]]:
+) -> list[Gate]:
     """Every configured gate, in a fixed order."""
     gates = []
     if config.max_accuracy_drop is not None:
@@ -207,6 +222,6 @@ def evaluate_gates(
     return gates
 
 
-def failure_lines(gates: list[dict[str, Any]]) -> list[str]:
+def failure_lines(gates: Iterable[Gate]) -> list[str]:
     """One line per violated gate, as the CLI prints them."""
-    return [f"gate {g['name']} failed: {g['reason']}" for g in gates if not g["passed"]]
+    return [f"gate {g.name} failed: {g.reason}" for g in gates if not g.passed]

@@ -4,6 +4,7 @@ so it opens offline and can be attached to a release ticket as one file."""
 from __future__ import annotations
 
 import base64
+import re
 from html import escape
 
 from asc_deploy.report.document import Block, Bullets, Heading, Image, Paragraph
@@ -12,8 +13,8 @@ from asc_deploy.report.tables import Table
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
-th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: right; white-space: nowrap; }
-th { background: #f0f0f0; } td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; white-space: nowrap; }
+th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
 caption { caption-side: bottom; font-size: 12px; color: #555; text-align: left; }
 .pass { color: #11772d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
 .verdict { font-size: 1.4em; } figure { margin: 1em 0; } img { max-width: 100%; }
@@ -22,8 +23,11 @@ figcaption { font-size: 12px; color: #555; }
 """
 
 
+NUMBER = re.compile(r"^([-+–]?\d|–$)")  # numbers, cells leading with one, and dashes: right
+
+
 def _cell(text: str) -> str:
-    cls = {"PASS": "pass", "FAIL": "fail"}.get(text)
+    cls = {"PASS": "pass", "FAIL": "fail"}.get(text) or ("num" if NUMBER.match(text) else None)
     return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
 
 

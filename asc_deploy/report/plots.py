@@ -11,11 +11,12 @@ Each function returns None when the results hold nothing to draw.
 from __future__ import annotations
 
 import io
-from typing import Any
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
+from asc_deploy.records import Evaluation, Results
 from asc_deploy.report import results as R
 from asc_deploy.report.pareto import pareto_front
 
@@ -32,6 +33,8 @@ MARKERS = {
     "fp32": "s",
     "optimized": "D",
     "int8-dynamic": "^",
+    "int8-per-channel": "<",
+    "int8-mixed": ">",
     "int8-static": "v",
     "fp16": "*",
 }
@@ -45,13 +48,17 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
-def _metric(results: dict[str, Any]) -> str:
-    return (results.get("task") or {}).get("primary_metric", "metric")
+def _kinds(results: Results) -> dict[str, str]:
+    return {m.name: m.kind for m in results.models}
 
 
-def _scatter_with_front(ax, results, points: list[tuple[float, float, str, str]], xlabel: str):
-    """points: (cost, value, model, variant); draws them coloured by kind, frontier as a step."""
-    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
+def _scatter_with_front(
+    ax, results: Results, points: list[tuple[float, float, str, str]], xlabel: str
+) -> None:
+    """points: (cost, value, model, variant); drawn coloured by kind and shaped by variant, the
+    frontier as a red step. Only frontier points are labelled (every label overlaps on a real
+    run); the legend names the colours and shapes of the rest."""
+    kinds = _kinds(results)
     for cost, value, model, variant in points:
         ax.scatter(
             cost,
@@ -61,6 +68,8 @@ def _scatter_with_front(ax, results, points: list[tuple[float, float, str, str]]
             s=40,
             zorder=3,
         )
+    front = [points[i] for i in pareto_front([(p[0], p[1]) for p in points])]
+    for cost, value, model, variant in front:
         ax.annotate(
             f"{model}/{variant}",
             (cost, value),
@@ -68,83 +77,96 @@ def _scatter_with_front(ax, results, points: list[tuple[float, float, str, str]]
             xytext=(4, 3),
             textcoords="offset points",
         )
-    front = [points[i] for i in pareto_front([(p[0], p[1]) for p in points])]
-    if front:
-        ax.step(
-            [p[0] for p in front],
-            [p[1] for p in front],
-            where="post",
-            color="tab:red",
-            linewidth=1.5,
-            label="Pareto frontier",
-            zorder=2,
-        )
-        ax.scatter(
-            [p[0] for p in front],
-            [p[1] for p in front],
-            facecolors="none",
-            edgecolors="tab:red",
-            s=120,
-            zorder=4,
-        )
-        ax.legend(loc="lower right", fontsize=8)
+    ax.step(
+        [p[0] for p in front],
+        [p[1] for p in front],
+        where="post",
+        color="tab:red",
+        linewidth=1.5,
+        label="Pareto frontier",
+        zorder=2,
+    )
+    ax.scatter(
+        [p[0] for p in front],
+        [p[1] for p in front],
+        facecolors="none",
+        edgecolors="tab:red",
+        s=120,
+        zorder=4,
+    )
+    _legend(ax, {kinds.get(p[2]) for p in points}, {p[3] for p in points})
+    costs = [p[0] for p in points]
+    if min(costs) > 0 and max(costs) / min(costs) > 20:  # PyTorch next to ONNX: spread them out
+        ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(_metric(results))
-    ax.grid(alpha=0.3)
+    ax.set_ylabel(results.task.primary_metric)
+    ax.grid(alpha=0.3, which="both")
+
+
+def _legend(ax, kinds: set[str | None], variants: set[str]) -> None:
+    """One entry per kind (colour) and per variant (marker) present, plus the frontier."""
+    handles = [Line2D([], [], color="tab:red", label="Pareto frontier")]
+    handles += [
+        Line2D([], [], linestyle="", marker="o", color=colour, label=kind)
+        for kind, colour in KIND_COLOURS.items()
+        if kind in kinds
+    ]
+    handles += [
+        Line2D([], [], linestyle="", marker=marker, color="gray", label=variant)
+        for variant, marker in MARKERS.items()
+        if variant in variants
+    ]
+    ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
 
 
 def accuracy_vs_latency(
-    results: dict[str, Any], host_label: str, provider: str, batch: int, sequence: int
+    results: Results, host_label: str, provider: str, batch: int, sequence: int
 ) -> bytes | None:
-    evals = R.evaluations_by_key(results)
-    points = [
-        (
-            m["latency_ms"]["p50"],
-            evals[(m["model"], m["variant"])]["primary"],
-            m["model"],
-            m["variant"],
+    points = []
+    for m in R.measurements(results):
+        ev = results.evaluation(m.model, m.variant)
+        at = (m.host_label, m.provider, m.batch, m.sequence) == (
+            host_label,
+            provider,
+            batch,
+            sequence,
         )
-        for m in R.measurements(results)
-        if (m["host_label"], m["provider"], m["batch"], m["sequence"])
-        == (host_label, provider, batch, sequence)
-        and evals.get((m["model"], m["variant"]), {}).get("primary") is not None
-        and m["latency_ms"].get("p50")
-    ]
+        if at and ev is not None and ev.primary is not None and m.latency_ms.p50:
+            points.append((m.latency_ms.p50, ev.primary, m.model, m.variant))
     if not points:
         return None
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     _scatter_with_front(ax, results, points, f"p50 latency (ms), {provider} {batch}x{sequence}")
-    ax.set_title(f"{_metric(results)} vs latency on {host_label}")
+    ax.set_title(f"{results.task.primary_metric} vs latency on {host_label}")
     return _png(fig)
 
 
-def accuracy_vs_size(results: dict[str, Any]) -> bytes | None:
+def accuracy_vs_size(results: Results) -> bytes | None:
     points = [
-        (e["size_bytes"] / 1e6, e["primary"], e["model"], e["variant"])
-        for e in results.get("evaluations", [])
-        if e.get("size_bytes") and e.get("primary") is not None
+        (e.size_bytes / 1e6, e.primary, e.model, e.variant)
+        for e in results.evaluations
+        if e.size_bytes and e.primary is not None
     ]
     if not points:
         return None
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     _scatter_with_front(ax, results, points, "artifact size (MB)")
-    ax.set_title(f"{_metric(results)} vs size")
+    ax.set_title(f"{results.task.primary_metric} vs size")
     return _png(fig)
 
 
-def similarity_heatmap(results: dict[str, Any]) -> bytes | None:
+def similarity_heatmap(results: Results) -> bytes | None:
     """The layer-similarity matrix; removed layers' labels in red; a grid of each threshold's
     choice beside it (layers are 1-based; state 0 is the embedding output)."""
-    sim = results.get("similarity") or {}
-    matrix = sim.get("matrix")
-    if not matrix or len(matrix) < 2:
+    sim = results.similarity
+    if sim is None or len(sim.matrix) < 2:
         return None
-    n_layers = sim.get("num_layers") or len(matrix)
+    matrix, n_layers = sim.matrix, sim.num_layers
     first = 0 if len(matrix) == n_layers + 1 else 1  # does the matrix include state 0?
     labels = list(range(first, first + len(matrix)))
-    selections = {float(t): v for t, v in (sim.get("selections") or {}).items()}
+    selections = {float(t): v for t, v in sim.selections.items()}
     removed = set().union(*selections.values()) if selections else set()
     fig = Figure(figsize=(11, 5))
     ax, ax_sel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
@@ -182,19 +204,17 @@ def _selection_grid(ax, selections: dict[float, list[int]], n_layers: int) -> No
 
 
 def latency_scaling(
-    results: dict[str, Any], host_label: str, provider: str, axis: str, fixed: int
+    results: Results, host_label: str, provider: str, axis: str, fixed: int
 ) -> bytes | None:
     """p50 against batch size (axis="batch", sequence = fixed) or sequence length."""
     other = "sequence" if axis == "batch" else "batch"
-    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
+    kinds = _kinds(results)
     lines: dict[tuple[str, str], list[tuple[int, float]]] = {}
     for m in R.measurements(results):
-        if (m["host_label"], m["provider"], m[other]) != (host_label, provider, fixed):
+        if (m.host_label, m.provider, getattr(m, other)) != (host_label, provider, fixed):
             continue
-        if kinds.get(m["model"]) in SCALING_KINDS and m["latency_ms"].get("p50"):
-            lines.setdefault((m["model"], m["variant"]), []).append(
-                (m[axis], m["latency_ms"]["p50"])
-            )
+        if kinds.get(m.model) in SCALING_KINDS and m.latency_ms.p50:
+            lines.setdefault((m.model, m.variant), []).append((getattr(m, axis), m.latency_ms.p50))
     if not lines or all(len(v) < 2 for v in lines.values()):
         return None  # a single size along the axis says nothing about scaling
     fig = Figure(figsize=(8, 5))
@@ -219,18 +239,18 @@ def latency_scaling(
     return _png(fig)
 
 
-def _calibrated(results: dict[str, Any]) -> list[dict[str, Any]]:
+def _calibrated(results: Results) -> list[Evaluation]:
     """One evaluation per reference/ASC model (PyTorch first) that has calibration bins."""
-    kinds = {m["name"]: m.get("kind") for m in results.get("models", [])}
-    chosen: dict[str, dict[str, Any]] = {}
-    for ev in R.sort_items(results, results.get("evaluations", [])):
-        cal = (ev.get("fidelity") or {}).get("calibration")
-        if kinds.get(ev["model"]) in ("reference", "asc") and cal and cal.get("bins"):
-            chosen.setdefault(ev["model"], ev)
+    kinds = _kinds(results)
+    chosen: dict[str, Evaluation] = {}
+    for ev in R.sort_items(results, results.evaluations):
+        cal = ev.fidelity.calibration if ev.fidelity else None
+        if kinds.get(ev.model) in ("reference", "asc") and cal and cal.bins:
+            chosen.setdefault(ev.model, ev)
     return list(chosen.values())
 
 
-def reliability_diagrams(results: dict[str, Any]) -> bytes | None:
+def reliability_diagrams(results: Results) -> bytes | None:
     evals = _calibrated(results)
     if not evals:
         return None
@@ -239,12 +259,12 @@ def reliability_diagrams(results: dict[str, Any]) -> bytes | None:
     fig = Figure(figsize=(3.2 * cols, 3.2 * rows))
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
     for ax, ev in zip(axes, evals, strict=False):
-        cal = ev["fidelity"]["calibration"]
-        full = [b for b in cal["bins"] if b["count"]]
-        width = cal["bins"][0]["upper"] - cal["bins"][0]["lower"]
+        cal = ev.fidelity.calibration
+        full = [b for b in cal.bins if b.count]
+        width = cal.bins[0].upper - cal.bins[0].lower
         ax.bar(
-            [b["lower"] for b in full],
-            [b["accuracy"] for b in full],
+            [b.lower for b in full],
+            [b.accuracy for b in full],
             width=width,
             align="edge",
             edgecolor="black",
@@ -254,7 +274,7 @@ def reliability_diagrams(results: dict[str, Any]) -> bytes | None:
         ax.plot([0, 1], [0, 1], linestyle="--", color="gray")
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1)
-        ax.set_title(f"{ev['model']}/{ev['variant']}\nECE {cal['ece']:.3f}", fontsize=9)
+        ax.set_title(f"{ev.model}/{ev.variant}\nECE {cal.ece:.3f}", fontsize=9)
         ax.set_xlabel("confidence", fontsize=8)
         ax.set_ylabel("accuracy", fontsize=8)
     for ax in axes[len(evals) :]:

@@ -11,75 +11,65 @@ the first host that measured that provider (the run's own host comes first in `b
 
 from __future__ import annotations
 
-from typing import Any
-
 from asc_deploy.config import GatesConfig
+from asc_deploy.records import Measurement, Pick, Results
 from asc_deploy.report import results as R
 
 EPS = 1e-9  # a delta of exactly -budget is within budget despite float rounding
 
 
 def _pick(
-    results: dict[str, Any], candidates: list[dict[str, Any]], index: dict
-) -> dict[str, Any] | None:
-    evals = R.evaluations_by_key(results)
-    best = min(candidates, key=lambda m: m["latency_ms"]["p50"], default=None)
+    results: Results, candidates: list[Measurement], index: R.MeasurementIndex
+) -> Pick | None:
+    best = min(candidates, key=lambda m: m.latency_ms.p50, default=None)
     if best is None:
         return None
-    ev = evals[(best["model"], best["variant"])]
+    ev = results.evaluation(best.model, best.variant)
+    return Pick(
+        model=best.model,
+        variant=best.variant,
+        primary=ev.primary,
+        delta=ev.delta,
+        p50_ms=best.latency_ms.p50,
+        p95_ms=best.latency_ms.p95,
+        speedup=R.speedup(results, best, index),
+        size_bytes=ev.size_bytes or best.size_bytes,
+        artifact=best.artifact,
+        host=best.host,
+        host_label=best.host_label,
+        batch=best.batch,
+        sequence=best.sequence,
+    )
+
+
+def within_budget(results: Results, budget: float) -> set[R.Key]:
+    """(model, variant) pairs evaluated no more than `budget` points below the reference."""
     return {
-        "model": best["model"],
-        "variant": best["variant"],
-        "primary": ev.get("primary"),
-        "delta": R.delta_points(results, ev),
-        "p50_ms": best["latency_ms"]["p50"],
-        "p95_ms": best["latency_ms"].get("p95"),
-        "speedup": R.speedup(results, best, index),
-        "size_bytes": ev.get("size_bytes") or best.get("size_bytes"),
-        "artifact": best.get("artifact"),
-        "host": best["host"],
-        "host_label": best["host_label"],
-        "batch": best["batch"],
-        "sequence": best["sequence"],
+        ev.key for ev in results.evaluations if ev.delta is not None and ev.delta >= -budget - EPS
     }
 
 
-def within_budget(results: dict[str, Any], budget: float) -> set[R.Key]:
-    """(model, variant) pairs evaluated no more than `budget` points below the reference."""
-    keys = set()
-    for ev in results.get("evaluations", []):
-        delta = R.delta_points(results, ev)
-        if delta is not None and delta >= -budget - EPS:
-            keys.add((ev["model"], ev["variant"]))
-    return keys
-
-
-def recommend(results: dict[str, Any], gates: GatesConfig) -> dict[str, dict[str, Any]]:
+def recommend(results: Results, gates: GatesConfig) -> dict[str, Pick]:
     """Provider -> the pick (see the module docstring); a provider with no candidate at the
-    gate shape gets {"model": None, "reason": ...}."""
+    gate shape gets a Pick with model None and the reason."""
     batch, sequence = gates.speedup_shape
     eligible = within_budget(results, gates.accuracy_budget)
     index = R.measurement_index(results)
-    per_host: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    per_host: dict[str, dict[str, list[Measurement]]] = {}
     for m in R.measurements(results):
-        bucket = per_host.setdefault(m["provider"], {}).setdefault(m["host_label"], [])
-        at_shape = (m["batch"], m["sequence"]) == (batch, sequence)
-        if at_shape and (m["model"], m["variant"]) in eligible and m["latency_ms"].get("p50"):
+        bucket = per_host.setdefault(m.provider, {}).setdefault(m.host_label, [])
+        if m.shape == (batch, sequence) and (m.model, m.variant) in eligible and m.latency_ms.p50:
             bucket.append(m)
-    out: dict[str, dict[str, Any]] = {}
+    out: dict[str, Pick] = {}
     for provider, by_host in per_host.items():
         picks = {label: _pick(results, cands, index) for label, cands in by_host.items()}
-        first = next(iter(picks.values()))
-        if first is None:
-            first = {
-                "model": None,
-                "variant": None,
-                "reason": (
-                    f"no artifact within {gates.accuracy_budget:g} points was measured on "
-                    f"{provider} at {batch}x{sequence}"
-                ),
-            }
-        out[provider] = dict(first)
-        if len(picks) > 1:
-            out[provider]["by_host"] = picks
+        first = next(iter(picks.values())) or Pick(
+            model=None,
+            variant=None,
+            reason=(
+                f"no artifact within {gates.accuracy_budget:g} points was measured on "
+                f"{provider} at {batch}x{sequence}"
+            ),
+        )
+        out[provider] = first.model_copy(update={"by_host": picks}) if len(picks) > 1 else first
     return out

@@ -1,8 +1,8 @@
-"""Turn a results dict into a verdict and a report folder.
+"""Turn a run's Results into a verdict and a report folder.
 
 `analyse` fills in the recommendation and the gates (from the run config's `gates:` section);
 `write_report` writes, each file atomically:
-    report.md, report.html (self-contained), results.json (the analysed results), plots/*.png
+    report.md, report.html (self-contained), results.json (Results.dump()), plots/*.png
 A reader sees first the verdict (gates), then the recommendation per target, the main table,
 the plots, and last the per-host details.
 """
@@ -13,10 +13,10 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.fsutil import write_json_atomic, write_text_atomic
+from asc_deploy.records import Gate, Results, host_label, validate
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
 from asc_deploy.report.document import (
@@ -37,26 +37,31 @@ from asc_deploy.report.gates import (
 from asc_deploy.report.html import to_html_document
 from asc_deploy.report.recommend import recommend
 
+REPORT_FILES = ("report.md", "report.html", "results.json")
+
 
 def analyse(
-    results: dict[str, Any],
+    results: Results,
     config: GatesConfig | None = None,
-    baseline: dict[str, Any] | None = None,
+    baseline: Results | None = None,
     scope: Scope = "recommended",
-) -> dict[str, Any]:
-    """A copy of `results` with 'recommendation' and 'gates' recomputed.
+) -> Results:
+    """A copy of `results` with its recommendation and gates recomputed.
 
-    `config` defaults to the run config's gates; `baseline` to the file gates.baseline names.
+    The copy is validated afresh, so deltas follow the metrics even when a caller changed an
+    evaluation after reading. `config` defaults to the run config's gates; `baseline` to the
+    file gates.baseline names.
     """
+    results = validate(Results, results.dump(), "results")
     config = config or gates_config(results)
     if baseline is None:
         baseline = load_baseline(config)
     recommendation = recommend(results, config)
     gates = evaluate_gates(results, config, recommendation, baseline, scope)
-    return {**results, "recommendation": recommendation, "gates": gates}
+    return results.model_copy(update={"recommendation": recommendation, "gates": gates})
 
 
-def _verdict(gates: list[dict[str, Any]]) -> list[Block]:
+def _verdict(gates: list[Gate]) -> list[Block]:
     failed = failure_lines(gates)
     if not gates:
         return [Paragraph("Verdict: PASS (no gates configured)", strong=True)]
@@ -68,20 +73,18 @@ def _verdict(gates: list[dict[str, Any]]) -> list[Block]:
     ]
 
 
-def _plot_shape(results: dict[str, Any], config: GatesConfig, host: str, provider: str):
+def _plot_shape(results: Results, config: GatesConfig, host: str, provider: str) -> tuple[int, int]:
     """The gate shape when that host/provider measured it, else its first measured shape."""
     shapes = [
-        (m["batch"], m["sequence"])
-        for m in R.measurements(results)
-        if (m["host_label"], m["provider"]) == (host, provider)
+        m.shape for m in R.measurements(results) if (m.host_label, m.provider) == (host, provider)
     ]
     wanted = tuple(config.speedup_shape)
     return wanted if wanted in shapes else shapes[0]
 
 
-def build_plots(results: dict[str, Any], config: GatesConfig) -> list[Image]:
+def build_plots(results: Results, config: GatesConfig) -> list[Image]:
     out: list[Image] = []
-    targets = list(dict.fromkeys((m["host_label"], m["provider"]) for m in R.measurements(results)))
+    targets = list(dict.fromkeys((m.host_label, m.provider) for m in R.measurements(results)))
     for n, (host, provider) in enumerate(targets):
         batch, seq = _plot_shape(results, config, host, provider)
         png = plots.accuracy_vs_latency(results, host, provider, batch, seq)
@@ -122,43 +125,54 @@ def build_plots(results: dict[str, Any], config: GatesConfig) -> list[Image]:
     return [img for img in out if img.png is not None]
 
 
-def _notes(results: dict[str, Any]) -> list[str]:
-    notes = [
-        f"{R.host_label(d.get('host', {}))}: {flag}"
-        for d in results.get("bench", [])
-        for flag in d.get("flags") or []
-    ]
-    for ev in results.get("evaluations", []):
-        notes += [
-            f"{ev['model']} {ev['variant']}: {note}"
-            for note in (ev.get("fidelity") or {}).get("notes") or []
-        ]
+def _notes(results: Results) -> list[str]:
+    notes = [f"{host_label(run.host)}: {flag}" for run in results.bench for flag in run.flags]
+    for ev in results.evaluations:
+        if ev.fidelity is not None:
+            notes += [f"{ev.model} {ev.variant}: {note}" for note in ev.fidelity.notes]
     return notes
 
 
-def build_document(results: dict[str, Any], images: list[Image]) -> list[Block]:
-    run, task = results.get("run") or {}, results.get("task") or {}
+def _similarity_scale(results: Results) -> list[Block]:
+    """The range of adjacent-layer similarities next to the thresholds: a threshold above the
+    largest value removes nothing, whatever the paper used."""
+    sim = results.similarity
+    if sim is None or len(sim.matrix) < 2:
+        return []
+    adjacent = [sim.matrix[k - 1][k] for k in range(1, len(sim.matrix))]
+    thresholds = ", ".join(sorted(sim.selections, key=float, reverse=True)) or "none"
+    return [
+        Paragraph(
+            f"ASC similarity of adjacent layers on this model: {min(adjacent):.3f} to "
+            f"{max(adjacent):.3f}; thresholds {thresholds}."
+        )
+    ]
+
+
+def build_document(results: Results, images: list[Image]) -> list[Block]:
+    run, task = results.run, results.task
     blocks: list[Block] = [
-        Heading(f"asc-deploy report: {run.get('name', 'run')} on {task.get('name', 'task')}", 1),
-        *_verdict(results.get("gates", [])),
-        tables.gates_table(results.get("gates", [])),
-        tables.recommendation_table(results, results.get("recommendation", {})),
+        Heading(f"asc-deploy report: {run.name} on {task.name}", 1),
+        *_verdict(results.gates),
+        tables.gates_table(results.gates),
+        tables.recommendation_table(results, results.recommendation),
         tables.main_table(results),
+        tables.layer_choice_table(results),
+        *_similarity_scale(results),
     ]
     if images:
         blocks += [Heading("Plots"), *images]
     blocks.append(Heading("Details"))
-    blocks += [tables.latency_table(results, h["label"]) for h in R.hosts(results)]
-    blocks += [tables.strategy_table(results), tables.hosts_table(results)]
+    blocks += [tables.latency_table(results, label) for label in R.host_labels(results)]
+    blocks.append(tables.hosts_table(results))
     notes = _notes(results)
     if notes:
         blocks += [Heading("Notes", 3), Bullets(notes)]
+    data_note = f"; {task.data_note}" if task.data_note else ""
     blocks.append(
         Paragraph(
-            f"Task {task.get('name')} ({task.get('eval_examples', '?')} evaluation examples; "
-            f"{task.get('data_note', '')}). "
-            f"Run {run.get('started', '?')} to {run.get('finished', '?')}"
-            f", config hash {str(run.get('config_hash', '?'))[:12]}."
+            f"Task {task.name} ({task.eval_examples} evaluation examples{data_note}). "
+            f"Run {run.started} to {run.finished}, config hash {run.config_hash[:12]}."
         )
     )
     return blocks
@@ -181,32 +195,28 @@ def _write_bytes_atomic(path: Path, data: bytes) -> None:
 
 
 def write_report(
-    results: dict[str, Any],
+    results: Results,
     output_dir: str | Path,
     config: GatesConfig | None = None,
-    baseline: dict[str, Any] | None = None,
+    baseline: Results | None = None,
     scope: Scope = "recommended",
     with_plots: bool = True,
-) -> dict[str, Path]:
-    """Analyse `results` and write the report folder; returns {"report.md": path, ...}.
+) -> Results:
+    """Analyse `results`, write the report folder, and return the analysed results.
 
-    `results["bench"]` may hold bench documents from several hosts (see results.merge_bench).
-    `with_plots=False` skips the figures (about 2 s), for a CI step that only wants the verdict.
+    The folder holds REPORT_FILES and plots/*.png. `results.bench` may hold bench runs from
+    several hosts (see results.merge_bench). `with_plots=False` skips the figures (about 2 s),
+    for a CI step that only wants the verdict.
     """
     output_dir = Path(output_dir)
     analysed = analyse(results, config, baseline, scope)
     images = build_plots(analysed, config or gates_config(analysed)) if with_plots else []
     blocks = build_document(analysed, images)
-    paths: dict[str, Path] = {}
     for img in images:
-        paths[img.filename] = output_dir / img.filename
-        _write_bytes_atomic(paths[img.filename], img.png)
-    title = f"asc-deploy report: {(analysed.get('run') or {}).get('name', 'run')}"
-    paths["report.md"] = output_dir / "report.md"
-    write_text_atomic(paths["report.md"], to_markdown_document(blocks))
-    paths["report.html"] = output_dir / "report.html"
-    write_text_atomic(paths["report.html"], to_html_document(blocks, title))
+        _write_bytes_atomic(output_dir / img.filename, img.png)
+    title = f"asc-deploy report: {analysed.run.name}"
+    write_text_atomic(output_dir / "report.md", to_markdown_document(blocks))
+    write_text_atomic(output_dir / "report.html", to_html_document(blocks, title))
     # results.json last: its presence means the whole report was written.
-    paths["results.json"] = output_dir / "results.json"
-    write_json_atomic(paths["results.json"], analysed)
-    return paths
+    write_json_atomic(output_dir / "results.json", analysed.dump())
+    return analysed

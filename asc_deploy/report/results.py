@@ -1,218 +1,121 @@
-"""Read results.json and bench.json, check their schema versions, and look things up in them.
+"""What the report needs on top of the records: measurements across bench runs, order, speedup.
 
-Every report module works from the results dict through these helpers, so the knowledge of the
-schema (docs/results-schema.md) lives in one place. Measurements from several bench documents
-(one per host) are flattened and tagged with their host's fingerprint and a short label.
+`records.Results` holds one `BenchRun` per host (and per re-run); the report looks at them as
+one list of measurements, in report order, with a re-run on the same host replacing the older
+numbers. Reading and validating files is `asc_deploy.records`' job.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Protocol, TypeVar
 
-from asc_deploy.errors import UserError
 from asc_deploy.fsutil import hash_json
-
-RESULTS_SCHEMA = "asc-deploy.results/1"
-BENCH_SCHEMA = "asc-deploy.bench/1"
-
-KIND_ORDER = ("reference", "asc", "quantized", "off-the-shelf", "strategy")
-VARIANT_ORDER = (
-    "torch",
-    "torch-dynamic-int8",
-    "fp32",
-    "optimized",
-    "int8-dynamic",
-    "int8-static",
-    "fp16",
+from asc_deploy.records import (
+    KIND_ORDER,
+    VARIANT_ORDER,
+    BenchRun,
+    Measurement,
+    Results,
+    host_label,
 )
+
 Key = tuple[str, str]  # (model, variant)
 
 
-def check_schema(doc: Any, expected: str, source: str) -> None:
-    """Refuse a document that is not `expected`'s kind or has an unknown major version."""
-    kind, major = expected.split("/")
-    got = doc.get("schema") if isinstance(doc, dict) else None
-    if not isinstance(got, str) or "/" not in got:
-        raise UserError(f"{source}: no 'schema' key; expected a {expected} document")
-    got_kind, got_version = got.split("/", 1)
-    if got_kind != kind:
-        raise UserError(f"{source}: schema {got!r} is not a {kind} document")
-    if got_version.split(".")[0] != major:
-        raise UserError(
-            f"{source}: schema version {got_version} is unknown (this asc-deploy reads "
-            f"{expected}); upgrade asc-deploy or regenerate the file"
-        )
+class Item(Protocol):
+    """Anything that names an artifact: an Evaluation, a Measurement, a Pick."""
+
+    model: str
+    variant: str
 
 
-def _read(path: str | Path, expected: str) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"file not found: {path}; pass the path of an existing {expected} file")
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: not valid JSON ({exc})") from exc
-    check_schema(doc, expected, str(path))
-    return doc
+T = TypeVar("T", bound=Item)
 
 
-def load_results(path: str | Path) -> dict[str, Any]:
-    """A results.json, schema-checked, with its required sections present."""
-    doc = _read(path, RESULTS_SCHEMA)
-    for key in ("models", "evaluations"):
-        if not isinstance(doc.get(key), list):
-            raise UserError(f"{path}: '{key}' must be a list; the file is incomplete")
-    doc.setdefault("bench", [])
-    return doc
-
-
-def load_bench(path: str | Path) -> dict[str, Any]:
-    """A bench.json, schema-checked."""
-    doc = _read(path, BENCH_SCHEMA)
-    if not isinstance(doc.get("measurements"), list) or not isinstance(doc.get("host"), dict):
-        raise UserError(f"{path}: a bench document needs 'host' and 'measurements'")
-    return doc
-
-
-def merge_bench(results: dict[str, Any], extra: Iterable[dict[str, Any]]) -> dict[str, Any]:
-    """A copy of `results` whose bench list also holds `extra` documents (duplicates dropped)."""
+def merge_bench(results: Results, extra: Iterable[BenchRun]) -> Results:
+    """A copy of `results` whose bench list also holds the `extra` runs (identical runs once)."""
     merged, seen = [], set()
-    for doc in [*results.get("bench", []), *extra]:
-        check_schema(doc, BENCH_SCHEMA, "bench document")
-        digest = hash_json(doc)
+    for run in [*results.bench, *extra]:
+        digest = hash_json(run.dump())
         if digest not in seen:
             seen.add(digest)
-            merged.append(doc)
-    return {**results, "bench": merged}
+            merged.append(run)
+    return results.model_copy(update={"bench": merged})
 
 
-def host_label(host: dict[str, Any]) -> str:
-    """A short readable host name: hostname plus the fingerprint's first 8 characters."""
-    fp = str(host.get("fingerprint") or "unknown")
-    return f"{host.get('hostname') or 'host'} ({fp[:8]})"
+def host_labels(results: Results) -> list[str]:
+    """Distinct hosts' labels in bench order (the run's own host first)."""
+    return list(dict.fromkeys(host_label(run.host) for run in results.bench))
 
 
-def hosts(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Distinct hosts in bench order (the run's own host first), each with a 'label'."""
-    out, seen = [], set()
-    for doc in results.get("bench", []):
-        host = doc.get("host", {})
-        fp = host.get("fingerprint")
-        if fp not in seen:
-            seen.add(fp)
-            out.append({**host, "label": host_label(host)})
-    return out
+def measurements(results: Results) -> list[Measurement]:
+    """Every measurement of every bench run, each tagged with its host.
 
-
-def measurements(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every measurement tagged with 'host' (fingerprint) and 'host_label'.
-
-    If two documents from one host measure the same thing, the later `created` wins, so a
-    re-run on the same machine replaces rather than duplicates its rows.
+    If two runs from one host measure the same thing, the later `created` wins, so a re-run on
+    the same machine replaces rather than duplicates its rows.
     """
-    docs = sorted(results.get("bench", []), key=lambda d: str(d.get("created", "")))
-    latest: dict[tuple, dict[str, Any]] = {}
-    for doc in docs:
-        host = doc.get("host", {})
-        for m in doc.get("measurements", []):
-            tagged = {**m, "host": host.get("fingerprint"), "host_label": host_label(host)}
-            latest[measurement_key(tagged) + (m.get("runtime"),)] = tagged
-    order = {h["fingerprint"]: i for i, h in enumerate(hosts(results))}
+    latest: dict[tuple, Measurement] = {}
+    for run in sorted(results.bench, key=lambda r: r.created):
+        for m in run.measurements:
+            latest[(*m.key, m.runtime)] = m
+    order = {fp: i for i, fp in enumerate(dict.fromkeys(r.host.fingerprint for r in results.bench))}
     # Stable sort: report order within a host, hosts in bench order.
-    ordered = sort_items(results, latest.values())
-    return sorted(ordered, key=lambda m: order.get(m["host"], len(order)))
+    return sorted(sort_items(results, latest.values()), key=lambda m: order[m.host])
 
 
-def measurement_key(m: dict[str, Any]) -> tuple:
-    """(host, model, variant, provider, batch, sequence): what makes two measurements comparable."""
-    return (m.get("host"), m["model"], m["variant"], m["provider"], m["batch"], m["sequence"])
-
-
-def models_by_name(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {m["name"]: m for m in results.get("models", [])}
-
-
-def reference_name(results: dict[str, Any]) -> str:
-    """The uncompressed model's name (kind 'reference')."""
-    for m in results.get("models", []):
-        if m.get("kind") == "reference":
-            return m["name"]
-    raise UserError("results.json has no model of kind 'reference' (the uncompressed model)")
-
-
-def evaluations_by_key(results: dict[str, Any]) -> dict[Key, dict[str, Any]]:
-    return {(e["model"], e["variant"]): e for e in results.get("evaluations", [])}
-
-
-def reference_evaluation(results: dict[str, Any]) -> dict[str, Any] | None:
-    """The uncompressed model evaluated in PyTorch fp32 (variant 'torch'), else its first."""
-    ref = reference_name(results)
-    evals = [e for e in results.get("evaluations", []) if e["model"] == ref]
-    torch_evals = [e for e in evals if e["variant"] == "torch"]
-    return (torch_evals or evals or [None])[0]
-
-
-def delta_points(results: dict[str, Any], evaluation: dict[str, Any]) -> float | None:
-    """The evaluation's delta in points, computed from the reference when not stored."""
-    if evaluation.get("delta") is not None:
-        return float(evaluation["delta"])
-    ref = reference_evaluation(results)
-    if ref is None or ref.get("primary") is None or evaluation.get("primary") is None:
-        return None
-    return float(evaluation["primary"]) - float(ref["primary"])
-
-
-def _sort_key(models: dict[str, dict[str, Any]], item: dict[str, Any]) -> tuple:
-    model = models.get(item["model"], {})
-    kind = model.get("kind", "strategy")
-    kind_rank = KIND_ORDER.index(kind) if kind in KIND_ORDER else len(KIND_ORDER)
-    variant = item.get("variant")
-    v_rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
+def _sort_key(results: Results, item: Item) -> tuple:
+    model = results.model(item.model)
+    kind = model.kind if model else "strategy"
     # Higher thresholds remove fewer layers: list them first.
-    threshold = -(model.get("threshold") or 0.0)
+    threshold = -(model.threshold or 0.0) if model else 0.0
+    variant = item.variant
+    v_rank = VARIANT_ORDER.index(variant) if variant in VARIANT_ORDER else len(VARIANT_ORDER)
     return (
-        kind_rank, threshold, item["model"], v_rank, str(variant),
-        item.get("provider", ""), item.get("batch", 0), item.get("sequence", 0),
+        KIND_ORDER.index(kind), threshold, item.model, v_rank, variant,
+        getattr(item, "provider", ""), getattr(item, "batch", 0), getattr(item, "sequence", 0),
     )  # fmt: skip
 
 
-def sort_items(results: dict[str, Any], items: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Items with 'model'/'variant' ordered: reference, ASC by threshold, then baselines."""
-    models = models_by_name(results)
-    return sorted(items, key=lambda item: _sort_key(models, item))
+def sort_items(results: Results, items: Iterable[T]) -> list[T]:
+    """Items ordered: reference, ASC by threshold, quantised, off-the-shelf, then baselines."""
+    return sorted(items, key=lambda item: _sort_key(results, item))
 
 
-def artifact_keys(results: dict[str, Any]) -> list[Key]:
+def artifact_keys(results: Results) -> list[Key]:
     """Every (model, variant) evaluated or measured, in report order."""
-    items = {(e["model"], e["variant"]): e for e in results.get("evaluations", [])}
+    items: dict[Key, Item] = {e.key: e for e in results.evaluations}
     for m in measurements(results):
-        items.setdefault((m["model"], m["variant"]), {"model": m["model"], "variant": m["variant"]})
-    return [(i["model"], i["variant"]) for i in sort_items(results, items.values())]
+        items.setdefault((m.model, m.variant), m)
+    return [(i.model, i.variant) for i in sort_items(results, items.values())]
+
+
+MeasurementIndex = dict[tuple, Measurement]
+
+
+def measurement_index(results: Results) -> MeasurementIndex:
+    return {m.key: m for m in measurements(results)}
 
 
 def baseline_measurement(
-    results: dict[str, Any], m: dict[str, Any], index: dict[tuple, dict[str, Any]] | None = None
-) -> dict[str, Any] | None:
+    results: Results, m: Measurement, index: MeasurementIndex | None = None
+) -> Measurement | None:
     """The uncompressed PyTorch measurement on m's host, provider and shape (speedup basis)."""
     index = index if index is not None else measurement_index(results)
-    ref = reference_name(results)
-    key = (m.get("host"), ref, "torch", m["provider"], m["batch"], m["sequence"])
-    return index.get(key)
-
-
-def measurement_index(results: dict[str, Any]) -> dict[tuple, dict[str, Any]]:
-    return {measurement_key(m): m for m in measurements(results)}
+    return index.get((m.host, results.reference().name, "torch", m.provider, m.batch, m.sequence))
 
 
 def speedup(
-    results: dict[str, Any], m: dict[str, Any], index: dict[tuple, dict[str, Any]] | None = None
+    results: Results, m: Measurement, index: MeasurementIndex | None = None
 ) -> float | None:
     """p50 of the uncompressed PyTorch model / p50 of m, same host/provider/shape."""
     base = baseline_measurement(results, m, index)
-    if base is None:
+    if base is None or not m.latency_ms.p50 or not base.latency_ms.p50:
         return None
-    p50, base_p50 = m["latency_ms"].get("p50"), base["latency_ms"].get("p50")
-    return base_p50 / p50 if p50 and base_p50 else None
+    return base.latency_ms.p50 / m.latency_ms.p50
+
+
+def evaluations_of(results: Results, keys: Sequence[Key]) -> list:
+    """The evaluations of `keys` that exist, in report order."""
+    found = [results.evaluation(*key) for key in keys]
+    return sort_items(results, [e for e in found if e is not None])

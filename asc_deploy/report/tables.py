@@ -1,23 +1,43 @@
 """The report's tables, built once as plain rows and rendered as markdown or rich tables.
 
 - main_table: one row per (model, variant): layers, parameters, size, the task metric and its
-  delta, faithfulness measures, and one cell per (host, provider, shape) with p50 / p95 and the
-  speedup against the uncompressed PyTorch model on the same host, provider and shape;
+  delta (with the paired 95% CI when the evaluation carries one), faithfulness measures, and one
+  cell per (host, provider, shape) with p50 / p95 and the speedup against the uncompressed
+  PyTorch model on the same host, provider and shape;
 - latency_table: one row per measurement with p50, p95, throughput, memory and speedup;
-- gates_table, recommendation_table, strategy_table (layer-choice baselines, seeds as mean ±
-  standard deviation), hosts_table.
+- layer_choice_table: per number of removed layers, the recovered metric of each criterion that
+  chose that many layers (ASC, the baselines, random seeds as mean ± sd, off-the-shelf models of
+  the same depth);
+- gates_table, recommendation_table, hosts_table.
 """
 
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asc_deploy.records import Evaluation, Gate, Measurement, ModelEntry, Pick, Results, host_label
 from asc_deploy.report import results as R
 from asc_deploy.report.gates import fmt_limit
 
 MISSING = "–"
+# Column order of the layer-choice table; criteria not listed follow in name order.
+CRITERIA_ORDER = (
+    "asc",
+    "block-influence",
+    "angular-block",
+    "greedy",
+    "top",
+    "bottom",
+    "alternate",
+    "middle",
+    "random",
+    "explicit",
+)
+OFF_THE_SHELF = "off-the-shelf"
+SIGNIFICANCE = 0.05  # when a comparison gives a p-value but no verdict
 
 
 @dataclass
@@ -28,47 +48,100 @@ class Table:
     note: str = ""
 
 
-def fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
     """A number with fixed decimals, or a dash when absent."""
     if value is None:
         return MISSING
     return f"{value:.{digits}f}{suffix}"
 
 
-def _shape(m: dict[str, Any]) -> str:
-    return f"{m['batch']}x{m['sequence']}"
+def _signed(value: float) -> str:
+    return f"{value:+.2f}"
 
 
-def _targets(results: dict[str, Any]) -> list[tuple[str, str, int, int]]:
+# -- paired statistics ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Paired:
+    """An evaluation's paired comparison with the uncompressed model (Evaluation.comparison).
+
+    The comparison is measure/statistics.py's PairedComparison as a dict, either of the primary
+    metric itself or keyed by metric name ({"exact": {...}, "f1": {...}} for QA)."""
+
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    significant: bool | None
+
+    @classmethod
+    def of(cls, ev: Evaluation | None, metric: str) -> Paired | None:
+        comparison: Mapping[str, Any] = (ev.comparison if ev else None) or {}
+        if isinstance(comparison.get(metric), Mapping):
+            comparison = comparison[metric]
+        if not comparison:
+            return None
+        lo, hi, p = comparison.get("ci_low"), comparison.get("ci_high"), comparison.get("p_value")
+        significant = comparison.get("significant")
+        if significant is None and p is not None:
+            significant = p < SIGNIFICANCE
+        if significant is None and lo is not None and hi is not None:
+            significant = lo > 0 or hi < 0  # the 95% interval excludes no difference
+        delta = comparison.get("delta", ev.delta)
+        return cls(delta, lo, hi, p, significant)
+
+    def interval(self) -> str:
+        """'-0.40 [-1.30, +0.50]', or just the delta when no interval was computed."""
+        text = _signed(self.delta) if self.delta is not None else MISSING
+        if self.ci_low is not None and self.ci_high is not None:
+            text += f" [{_signed(self.ci_low)}, {_signed(self.ci_high)}]"
+        return text
+
+    def verdict(self) -> str:
+        return {True: "significant", False: "not significant", None: ""}[self.significant]
+
+
+def delta_cell(ev: Evaluation | None, metric: str, with_verdict: bool = False) -> str:
+    """Δ in points, with the paired 95% CI (and, asked for, the verdict) when measured."""
+    if ev is None or ev.delta is None:
+        return MISSING
+    paired = Paired.of(ev, metric)
+    if paired is None:
+        return fmt(ev.delta)
+    if with_verdict and paired.verdict():
+        return f"{paired.interval()}, {paired.verdict()}"
+    return paired.interval() + ("*" if paired.significant else "")
+
+
+# -- the main table -------------------------------------------------------------------------------
+def _targets(ms: list[Measurement]) -> list[tuple[str, str, int, int]]:
     """(host label, provider, batch, sequence) in measurement order, without repeats."""
-    seen: dict[tuple, None] = {}
-    for m in R.measurements(results):
-        seen.setdefault((m["host_label"], m["provider"], m["batch"], m["sequence"]))
-    return list(seen)
+    return list(dict.fromkeys((m.host_label, m.provider, m.batch, m.sequence) for m in ms))
 
 
-def _fidelity_cells(ev: dict[str, Any] | None) -> list[str]:
-    fid = (ev or {}).get("fidelity") or {}
-    cal = fid.get("calibration") or {}
-    knn = fid.get("knn_agreement") or {}
+def _fidelity_cells(ev: Evaluation | None) -> list[str]:
+    fid = ev.fidelity if ev else None
+    if fid is None:
+        return [MISSING] * 5
+    cal, knn = fid.calibration, fid.knn_agreement
     knn_cell = "/".join(fmt(knn.get(k)) for k in ("10", "20", "50")) if knn else MISSING
     return [
-        fmt(fid.get("agreement"), 3),
-        fmt(fid.get("error_jaccard"), 3),
-        fmt(cal.get("ece"), 3),
-        fmt(cal.get("brier"), 3),
+        fmt(fid.agreement, 3),
+        fmt(fid.error_jaccard, 3),
+        fmt(cal.ece if cal else None, 3),
+        fmt(cal.brier if cal else None, 3),
         knn_cell,
     ]
 
 
-def main_table(results: dict[str, Any]) -> Table:
-    metric = (results.get("task") or {}).get("primary_metric", "metric")
-    targets = _targets(results)
+def main_table(results: Results) -> Table:
+    ms = R.measurements(results)
+    targets = _targets(ms)
     one_host = len({t[0] for t in targets}) <= 1
     target_headers = [
         (f"{p} {b}x{s}" if one_host else f"{h} {p} {b}x{s}") + " p50/p95 ms"
         for h, p, b, s in targets
     ]
+    paired = any(e.comparison for e in results.evaluations)
     headers = [
         "Model",
         "Kind",
@@ -76,8 +149,9 @@ def main_table(results: dict[str, Any]) -> Table:
         "Layers",
         "Params (M)",
         "Size (MB)",
-        metric,
-        "Δ (pts)",
+        results.task.primary_metric,
+        "Δ (pts) [95% CI]" if paired else "Δ (pts)",
+        *(["p (paired)"] if paired else []),
         "Agree",
         "Err J",
         "ECE",
@@ -85,57 +159,68 @@ def main_table(results: dict[str, Any]) -> Table:
         "kNN@10/20/50",
         *target_headers,
     ]
-    models, evals = R.models_by_name(results), R.evaluations_by_key(results)
     index = R.measurement_index(results)
     by_artifact = {
-        (m["host_label"], m["provider"], m["batch"], m["sequence"], m["model"], m["variant"]): m
-        for m in R.measurements(results)
+        (m.host_label, m.provider, m.batch, m.sequence, m.model, m.variant): m for m in ms
     }
     table = Table("Main table", headers)
     for model, variant in R.artifact_keys(results):
-        info, ev = models.get(model, {}), evals.get((model, variant))
-        size = (ev or {}).get("size_bytes")
+        info, ev = results.model(model), results.evaluation(model, variant)
+        size = ev.size_bytes if ev else None
+        paired_row = Paired.of(ev, results.task.primary_metric)
         row = [
             model,
-            info.get("kind", MISSING),
+            info.kind if info else MISSING,
             variant,
             _layers_cell(info),
-            fmt(info["parameters"] / 1e6, 1) if info.get("parameters") else MISSING,
-            fmt(size / 1e6, 1) if size else MISSING,
-            fmt((ev or {}).get("primary")),
-            fmt(R.delta_points(results, ev), 2) if ev else MISSING,
+            _millions(info.parameters if info else None),
+            _millions(size),
+            fmt(ev.primary if ev else None),
+            delta_cell(ev, results.task.primary_metric),
+            *([_p_cell(paired_row.p_value if paired_row else None)] if paired else []),
             *_fidelity_cells(ev),
         ]
         for target in targets:
-            m = by_artifact.get((*target, model, variant))
-            row.append(_latency_cell(results, m, index))
+            row.append(_latency_cell(results, by_artifact.get((*target, model, variant)), index))
         table.rows.append(row)
     table.note = (
-        "Δ in points vs the uncompressed model in PyTorch fp32; Agree / Err J / kNN "
-        "against it; latency cells: p50 / p95 (speedup vs the uncompressed PyTorch "
-        "model on the same host, provider and shape)."
+        "Δ in points vs the uncompressed model in PyTorch fp32"
+        + (" with its paired 95% CI (* significant)" if paired else "")
+        + "; Agree / Err J / kNN against it; latency cells: p50 / p95 (speedup vs the "
+        "uncompressed PyTorch model on the same host, provider and shape)."
     )
     return table
 
 
-def _layers_cell(info: dict[str, Any]) -> str:
+def _millions(value: int | None) -> str:
+    """Millions to three significant figures: 22.7, 0.0459 (tiny test models stay readable)."""
+    return f"{value / 1e6:.3g}" if value else MISSING
+
+
+def _p_cell(p_value: float | None) -> str:
+    if p_value is None:
+        return MISSING
+    return "<0.001" if p_value < 0.001 else f"{p_value:.3f}"
+
+
+def _layers_cell(info: ModelEntry | None) -> str:
     """Layers kept, and which (1-based) were removed: "4 (-1,3)"."""
-    removed = info.get("removed_layers") or []
-    kept = fmt(info.get("layers"), 0)
-    return f"{kept} (-{','.join(map(str, removed))})" if removed else kept
+    if info is None:
+        return MISSING
+    removed = ",".join(map(str, info.removed_layers))
+    return f"{info.layers} (-{removed})" if removed else str(info.layers)
 
 
-def _latency_cell(results, m: dict[str, Any] | None, index) -> str:
+def _latency_cell(results: Results, m: Measurement | None, index: R.MeasurementIndex) -> str:
     if m is None:
         return MISSING
-    lat = m["latency_ms"]
     sp = R.speedup(results, m, index)
-    cell = f"{fmt(lat.get('p50'))} / {fmt(lat.get('p95'))}"
+    cell = f"{fmt(m.latency_ms.p50)} / {fmt(m.latency_ms.p95)}"
     cell += f" ({sp:.2f}x)" if sp is not None else ""
-    return cell + (" noisy" if m.get("noisy") else "")
+    return cell + (" noisy" if m.noisy else "")
 
 
-def latency_table(results: dict[str, Any], host_label: str) -> Table:
+def latency_table(results: Results, label: str) -> Table:
     """Every measurement of one host: latency, throughput, memory, speedup."""
     headers = [
         "Model",
@@ -152,43 +237,41 @@ def latency_table(results: dict[str, Any], host_label: str) -> Table:
         "Noisy",
     ]
     index = R.measurement_index(results)
-    table = Table(f"Latency on {host_label}", headers)
+    table = Table(f"Latency on {label}", headers)
     for m in R.measurements(results):
-        if m["host_label"] != host_label:
+        if m.host_label != label:
             continue
-        lat, mem = m["latency_ms"], m.get("memory_mb") or {}
+        lat = m.latency_ms
         table.rows.append(
             [
-                m["model"],
-                m["variant"],
-                m.get("runtime", MISSING),
-                m["provider"],
-                _shape(m),
-                fmt(lat.get("p50")),
-                fmt(lat.get("p95")),
-                fmt(lat.get("p99")),
-                fmt(m.get("throughput_per_s"), 1),
-                fmt(mem.get("peak_rss"), 0),
+                m.model,
+                m.variant,
+                m.runtime,
+                m.provider,
+                f"{m.batch}x{m.sequence}",
+                fmt(lat.p50),
+                fmt(lat.p95),
+                fmt(lat.p99),
+                fmt(m.throughput_per_s, 1),
+                fmt(m.memory_mb.peak_rss, 0),
                 fmt(R.speedup(results, m, index), 2, "x"),
-                "yes" if m.get("noisy") else "",
+                "yes" if m.noisy else "",
             ]
         )
     return table
 
 
-def gates_table(gates: list[dict[str, Any]]) -> Table:
+def gates_table(gates: list[Gate]) -> Table:
     table = Table("Release gates", ["Gate", "Result", "Value", "Limit", "Reason"])
     for g in gates:
-        value = (
-            g["value"] if g["value"] is None or isinstance(g["value"], str) else f"{g['value']:g}"
-        )
+        value = g.value if g.value is None or isinstance(g.value, str) else f"{g.value:g}"
         table.rows.append(
             [
-                g["name"],
-                "PASS" if g["passed"] else "FAIL",
+                g.name,
+                "PASS" if g.passed else "FAIL",
                 value or MISSING,
-                fmt_limit(g["limit"]),
-                g["reason"],
+                fmt_limit(g.limit) if g.limit is not None else MISSING,
+                g.reason,
             ]
         )
     if not gates:
@@ -196,14 +279,13 @@ def gates_table(gates: list[dict[str, Any]]) -> Table:
     return table
 
 
-def recommendation_table(results: dict[str, Any], recommendation: dict[str, Any]) -> Table:
-    metric = (results.get("task") or {}).get("primary_metric", "metric")
+def recommendation_table(results: Results, recommendation: dict[str, Pick]) -> Table:
     headers = [
         "Target",
         "Host",
         "Model",
         "Variant",
-        metric,
+        results.task.primary_metric,
         "Δ (pts)",
         "Shape",
         "p50 ms",
@@ -215,106 +297,146 @@ def recommendation_table(results: dict[str, Any], recommendation: dict[str, Any]
     if recommendation:
         table.note = "Fastest artifact within the accuracy budget on each target and host."
     for provider, rec in recommendation.items():
-        for pick in (rec.get("by_host") or {"": rec}).values():
-            if not pick or not pick.get("model"):
-                table.rows.append(
-                    [
-                        provider,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                        MISSING,
-                    ]
-                )
-                table.note = (pick or rec).get("reason", "")
+        for pick in (rec.by_host or {"": rec}).values():
+            if pick is None or not pick.model:
+                table.rows.append([provider, *[MISSING] * (len(headers) - 1)])
+                table.note = (pick or rec).reason or ""
                 continue
-            size = pick.get("size_bytes")
+            ev = results.evaluation(pick.model, pick.variant)
             table.rows.append(
                 [
                     provider,
-                    pick.get("host_label", MISSING),
-                    pick["model"],
-                    pick["variant"],
-                    fmt(pick.get("primary")),
-                    fmt(pick.get("delta")),
-                    _shape(pick),
-                    fmt(pick.get("p50_ms")),
-                    fmt(pick.get("p95_ms")),
-                    fmt(pick.get("speedup"), 2, "x"),
-                    fmt(size / 1e6, 1) if size else MISSING,
+                    pick.host_label or MISSING,
+                    pick.model,
+                    pick.variant,
+                    fmt(pick.primary),
+                    delta_cell(ev, results.task.primary_metric, with_verdict=True)
+                    if ev
+                    else fmt(pick.delta),
+                    f"{pick.batch}x{pick.sequence}",
+                    fmt(pick.p50_ms),
+                    fmt(pick.p95_ms),
+                    fmt(pick.speedup, 2, "x"),
+                    _millions(pick.size_bytes),
                 ]
             )
     return table
 
 
-def _primary_of(results: dict[str, Any], model: str) -> float | None:
-    """A model's metric in PyTorch (variant 'torch'), else its first evaluation's."""
-    evals = [e for e in results.get("evaluations", []) if e["model"] == model]
-    evals.sort(key=lambda e: e["variant"] != "torch")
-    return evals[0].get("primary") if evals else None
+# -- layer choice ---------------------------------------------------------------------------------
+def _criterion(model: ModelEntry, reference: ModelEntry) -> tuple[int, str] | None:
+    """(layers removed, column) of a model in the layer-choice table; None if it has no place."""
+    if model.kind in ("asc", "strategy") and model.removed_layers:
+        return model.removed, model.strategy or model.kind
+    if model.kind == "off-the-shelf" and model.layers < reference.layers:
+        return reference.layers - model.layers, OFF_THE_SHELF
+    return None
 
 
-def _spread(values: list[float]) -> str:
+def _column_order(name: str) -> tuple[int, str]:
+    if name == OFF_THE_SHELF:
+        return (len(CRITERIA_ORDER) + 1, name)
+    rank = CRITERIA_ORDER.index(name) if name in CRITERIA_ORDER else len(CRITERIA_ORDER)
+    return (rank, name)
+
+
+def _model_cell(results: Results, model: ModelEntry) -> str | None:
+    """'85.78 Δ -0.40 [-1.30, +0.50] · layers 1,3 · t=0.9' for one model, None if not evaluated."""
+    ev = results.torch_evaluation(model.name)
+    if ev is None or ev.primary is None:
+        return None
+    parts = [fmt(ev.primary)]
+    if ev.comparison:
+        parts[0] += f" Δ {delta_cell(ev, results.task.primary_metric)}"
+    if model.kind == "off-the-shelf":
+        parts.append(model.name)
+    else:
+        parts.append("layers " + ",".join(map(str, model.removed_layers)))
+    thresholds = model.thresholds or ([model.threshold] if model.threshold is not None else [])
+    if thresholds:
+        parts.append("t=" + ",".join(f"{t:g}" for t in thresholds))
+    return " · ".join(parts)
+
+
+def _seed_cell(results: Results, models: list[ModelEntry]) -> str | None:
+    """Several seeds of one criterion: mean ± standard deviation of their metrics."""
+    values = [
+        ev.primary
+        for m in models
+        if (ev := results.torch_evaluation(m.name)) and ev.primary is not None
+    ]
+    if not values:
+        return None
     if len(values) == 1:
-        return fmt(values[0])
+        return _model_cell(results, models[0]) if len(models) == 1 else fmt(values[0])
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
-def strategy_table(results: dict[str, Any]) -> Table:
-    """Per threshold: ASC against the other layer choices removing as many layers."""
-    groups: dict[tuple[float, str], list[float]] = {}
-    removed: dict[float, int] = {}
-    for m in results.get("models", []):
-        if m.get("kind") not in ("asc", "strategy") or m.get("threshold") is None:
-            continue
-        value = _primary_of(results, m["name"])
-        if value is not None:
-            key = (m["threshold"], "asc" if m["kind"] == "asc" else m.get("strategy") or "?")
-            groups.setdefault(key, []).append(value)
-            removed[m["threshold"]] = len(m.get("removed_layers") or [])
-    strategies = ["asc"] + sorted({s for _, s in groups} - {"asc"})
+def _cell(results: Results, models: list[ModelEntry]) -> str:
+    if any(m.seed is not None for m in models):
+        text = _seed_cell(results, models)
+    else:
+        cells = [c for m in models if (c := _model_cell(results, m)) is not None]
+        text = " / ".join(cells) if cells else None
+    return text or MISSING
+
+
+def layer_choice_table(results: Results) -> Table:
+    """Per number of removed layers: each criterion's recovered metric at that depth."""
+    reference = results.reference()
+    groups: dict[int, dict[str, list[ModelEntry]]] = {}
+    for model in results.models:
+        place = _criterion(model, reference)
+        if place is not None:
+            groups.setdefault(place[0], {}).setdefault(place[1], []).append(model)
+    # Off-the-shelf models only where a pruned model of their depth exists to compare with.
+    depths = {n for n, cols in groups.items() if set(cols) - {OFF_THE_SHELF}}
+    groups = {n: cols for n, cols in groups.items() if n in depths}
+    columns = sorted({c for cols in groups.values() for c in cols}, key=_column_order)
     table = Table(
         "Layer-choice baselines (same number of layers removed)",
-        ["Threshold", "Removed", *strategies],
+        ["Removed", "Layers left", *columns],
     )
-    for threshold in sorted(removed, reverse=True):
+    for removed in sorted(groups):
+        cols = groups[removed]
         table.rows.append(
             [
-                f"{threshold:g}",
-                str(removed[threshold]),
-                *[
-                    _spread(groups[(threshold, s)]) if (threshold, s) in groups else MISSING
-                    for s in strategies
-                ],
+                str(removed),
+                str(reference.layers - removed),
+                *[_cell(results, cols[c]) if c in cols else MISSING for c in columns],
             ]
         )
-    table.note = "Task metric in PyTorch; several random seeds as mean ± standard deviation."
+    paired = any(e.comparison for e in results.evaluations)
+    table.note = (
+        f"The {results.task.primary_metric} of each model after recovery, in PyTorch"
+        + ("; Δ vs the uncompressed model with its paired 95% CI (* significant)" if paired else "")
+        + "; several seeds as mean ± standard deviation; t: the ASC threshold(s) that chose "
+        "those layers; off-the-shelf: compressed models of the same depth."
+    )
+    if not table.rows:
+        table.note = "No pruned model in this run."
     return table
 
 
-def hosts_table(results: dict[str, Any]) -> Table:
+def hosts_table(results: Results) -> Table:
     headers = ["Host", "CPU", "ISA", "Cores", "Memory GB", "GPU", "onnxruntime", "Threads", "Flags"]
     table = Table("Hosts", headers)
-    for doc in results.get("bench", []):
-        h, s = doc.get("host", {}), doc.get("settings", {})
-        cpu = h.get("cpu") or {}
+    for run in results.bench:
+        # Host facts vary by machine and library version: an open record, read as such.
+        facts = run.host.model_dump()
+        cpu, gpu, versions = (facts.get(k) or {} for k in ("cpu", "gpu", "versions"))
         table.rows.append(
             [
-                R.host_label(h),
+                host_label(run.host),
                 str(cpu.get("model", MISSING)),
                 str(cpu.get("isa", MISSING)),
                 f"{cpu.get('physical_cores', '?')}/{cpu.get('logical_cores', '?')}",
-                fmt(h.get("memory_gb"), 1),
-                (h.get("gpu") or {}).get("name", MISSING),
-                (h.get("versions") or {}).get("onnxruntime", MISSING),
-                f"{s.get('intra_op_threads', '?')}/{s.get('inter_op_threads', '?')}",
-                "; ".join(doc.get("flags") or []) or MISSING,
+                fmt(facts.get("memory_gb"), 1),
+                gpu.get("name", MISSING),
+                versions.get("onnxruntime") or MISSING,
+                f"{run.settings.get('intra_op_threads', '?')}/"
+                f"{run.settings.get('inter_op_threads', '?')}",
+                "; ".join(run.flags) or MISSING,
             ]
         )
     return table

@@ -1,0 +1,134 @@
+"""One real `asc-deploy run` on tiny models per session, shared by pipeline and report tests.
+
+The report, gate and CLI tests read the results.json this run writes, so every field they see
+is one the pipeline really produces (no hand-written fixture can invent one). A test that needs
+other values derives them from this run's Results.
+
+The run: a 4-layer BERT whose layer 2 is (almost) the identity, fine-tuned for 6 steps on 48
+SST-2-style rows; ASC at 0.9 (removes layer 2) and 0.2; top and random (one seed) at the same
+depths; a 2-layer DistilBERT off the shelf; the quantised baselines; fp32 ONNX export; a bench at
+cpu 1x16.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+POSITIVE = "good great best funny love".split()
+NEGATIVE = "bad terrible worst boring hate".split()
+
+
+def write_data(folder: Path) -> None:
+    folder.mkdir()
+    rows = [
+        f"the movie was {(POSITIVE if i % 2 else NEGATIVE)[i % 5]} and the {w}\t{i % 2}"
+        for i, w in enumerate(["plot", "music", "actor", "story", "ending", "sound"] * 8)
+    ]
+    (folder / "train.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
+    (folder / "dev.tsv").write_text("text\tlabel\n" + "\n".join(rows[:24]) + "\n")
+
+
+def write_model(folder: Path, tokenizer_dir: Path) -> None:
+    """A tiny BERT whose layer 2 is (almost exactly) the identity, so ASC has a layer to find."""
+    import torch
+    from conftest import tiny_config
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    config = tiny_config("bert", num_layers=4)
+    config.initializer_range = 0.3  # large weights: the other layers really change the states
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_config(config)
+    layer = model.bert.encoder.layer[1]
+    with torch.no_grad():
+        for dense in (layer.attention.output.dense, layer.output.dense):
+            dense.weight.zero_()
+            dense.bias.zero_()
+        for norm in (layer.attention.output.LayerNorm, layer.output.LayerNorm):
+            norm.weight.fill_(1.0)
+            norm.bias.zero_()
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(folder)
+
+
+def run_config(tmp: Path, name: str, **gates) -> Path:
+    """The run config (YAML) of the tiny run under `name`, with `gates` overriding the gates."""
+    config = {
+        "name": name,
+        "output_dir": str(tmp / "exports"),
+        "model": str(tmp / "model"),
+        "model_finetuned": True,
+        "task": {"preset": "sst2", "data_dir": str(tmp / "data"), "max_length": 32},
+        "finetune": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
+        "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
+        "asc": {"thresholds": [0.9, 0.2]},
+        "comparisons": {
+            "strategies": ["top", "random"],
+            "random_seeds": [1],
+            # An off-the-shelf compressed model of another architecture, fine-tuned by the run.
+            "off_the_shelf": [{"name": "tiny-distilbert", "model": str(tmp / "distilbert")}],
+            "quantized_baselines": ["torch-dynamic-int8", "ort-dynamic-int8"],
+        },
+        "export": {"variants": ["fp32"], "validation_samples": 8},
+        "bench": {
+            "batch_sizes": [1],
+            "sequence_lengths": [16],
+            "rounds": 1,
+            "warmup": 1,
+            "min_iterations": 3,
+            "min_seconds": 0.01,
+        },
+        "gates": {"speedup_shape": [1, 16], **gates},
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`asc-deploy ARGS` in a fresh process, quiet."""
+    env = {**os.environ, "ASC_QUIET": "1"}
+    command = [sys.executable, "-c", "from asc_deploy.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def pipeline_workspace(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Data, the tiny model and the off-the-shelf model of the tiny run."""
+    from conftest import tiny_model
+    from transformers import AutoTokenizer
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    write_data(tmp / "data")
+    write_model(tmp / "model", tiny_tokenizer_dir)
+    tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
+    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(tmp / "distilbert")
+    return tmp
+
+
+@pytest.fixture(scope="session")
+def full_run(pipeline_workspace) -> tuple[Path, dict]:
+    """The tiny run, once per session: (its output folder, its results.json as written).
+
+    The pipeline tests rerun this config (with other gates), which rewrites its report; a copy
+    of the first results.json is kept as `full-results.json` for the report tests.
+    """
+    config = run_config(pipeline_workspace, "full", max_accuracy_drop=100.0)
+    result = cli("run", str(config))
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = pipeline_workspace / "exports" / "full"
+    shutil.copyfile(root / "report" / "results.json", pipeline_workspace / "full-results.json")
+    return root, json.loads((root / "report" / "results.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def run_results_file(full_run, pipeline_workspace) -> Path:
+    """The tiny run's results.json as the run wrote it (read-only: copy before changing)."""
+    return pipeline_workspace / "full-results.json"
