@@ -147,6 +147,64 @@ def test_search_halves_when_the_start_is_invalid_and_reports_limits():
     assert tried == [20, 40, 80] and stopped == "run limit reached"
 
 
+def _fake_summary(result: str, **fields) -> dict:
+    fields = {"Result is": result, "99.00 percentile latency (ns)": 4_000_000, **fields}
+    return {"result": result, "fields": fields, "settings": {}, "recommendations": []}
+
+
+def _fake_worker(capacity_qps: float, specs: list[dict]):
+    """Stands in for the LoadGen worker: a SUT that keeps p99 within the bound up to a rate."""
+
+    def run(spec: dict, timeout_s: float) -> dict:
+        specs.append(spec)
+        if spec["scenario"] == "SingleStream":
+            summary = _fake_summary("INVALID", **{"QPS w/o loadgen overhead": 100.0})
+        elif spec["scenario"] == "Server":
+            ok = spec["target_qps"] <= capacity_qps
+            summary = _fake_summary(
+                "VALID" if ok else "INVALID",
+                **{"Scheduled samples per second": spec["target_qps"]},
+                **({} if ok else {"Performance constraints satisfied": "NO"}),
+            )
+        else:  # Offline: the first query is sized too small, the second is long enough
+            short = spec["expected_qps"] < 400
+            summary = _fake_summary(
+                "INVALID" if short else "VALID",
+                **{"Samples per second": 300.0, "Min duration satisfied": "NO" if short else "Yes"},
+            )
+        batches = {"count": 1, "mean_size": 1.0, "max_size": 1, "mean_padded_length": 5.0}
+        return {
+            "ok": True,
+            "summary": summary,
+            "batches": batches,
+            "providers": ["CPUExecutionProvider"],
+            "queries": 4,
+            "mean_length": 4.0,
+        }
+
+    return run
+
+
+def test_server_and_offline_are_sized_from_a_single_stream_probe(tiny_artifact):
+    settings = harness.BenchSettings(intra_op_threads=1, warmup=1).validated()
+    config = scenarios.scenario_config(run=["Offline", "Server"], latency_bound_ms=30)
+    targets = harness.resolve_targets([str(tiny_artifact)])
+    specs: list[dict] = []
+    server, offline = scenarios.run_scenarios(
+        targets, settings, config, runner=_fake_worker(130.0, specs)
+    )
+    assert [s["scenario"] for s in specs[:2]] == ["SingleStream", "Server"]  # one probe, shared
+    assert specs[0]["expected_latency_ms"] is None and specs[0]["min_query_count"] == 32
+    targets_tried = [p["target_qps"] for p in server["runs"]]
+    assert targets_tried[:4] == [50, 100, 200, 150]  # half the probe's 100 QPS, then doubling
+    assert server["validity"] == "VALID" and 123.5 <= server["value"] <= 130
+    assert server["search"] == {"start_qps": 50, "stopped": "converged", "runs": len(targets_tried)}
+    assert server["latency_bound_ms"] == 30 and server["latency_ms"]["p99"] == 4.0
+    assert [p["expected_qps"] for p in offline["runs"]] == [200, 450]  # max(1.5 * 300, 2 * 200)
+    assert offline["validity"] == "VALID" and offline["value"] == 300.0
+    assert sum(s["scenario"] == "SingleStream" for s in specs) == 1
+
+
 # ---------------------------------------------------------------- config
 
 

@@ -240,7 +240,8 @@ def test_settings(lg, spec: dict[str, Any], sample_count: int):
     settings.performance_sample_count_override = sample_count
     if spec["scenario"] == "SingleStream":
         settings.single_stream_target_latency_percentile = SINGLE_STREAM_PERCENTILE
-        settings.single_stream_expected_latency_ns = int(spec["expected_latency_ms"] * 1e6)
+        if spec.get("expected_latency_ms"):  # None: LoadGen's default (a probe run)
+            settings.single_stream_expected_latency_ns = int(spec["expected_latency_ms"] * 1e6)
     elif spec["scenario"] == "Server":
         settings.server_target_qps = float(spec["target_qps"])
         settings.server_target_latency_ns = int(spec["latency_bound_ms"] * 1e6)
