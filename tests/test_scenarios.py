@@ -374,6 +374,26 @@ def test_min_qps_gate_by_absolute_rate_and_by_ratio():
         scenarios.check_min_qps(RECORDS, ("asc", "int8"), "cpu", 20.0)
 
 
+def test_single_stream_agreement_with_the_harness_batch_1_number():
+    single = _record("asc", "int8", "SingleStream", 4.2)
+    cell = {
+        "model": "asc",
+        "variant": "int8",
+        "provider": "cpu",
+        "batch": 1,
+        "inputs": "real",
+        "latency_ms": {"p90": 4.0},
+        "round_spread": 0.08,
+    }
+    agreement = scenarios.agreement_with_harness(single, cell)
+    assert agreement["relative_difference"] == 0.05 and agreement["within_noise"]
+    assert not scenarios.agreement_with_harness(single, cell | {"round_spread": 0.02})[
+        "within_noise"
+    ]
+    assert scenarios.agreement_with_harness(single, cell | {"batch": 8}) is None
+    assert scenarios.agreement_with_harness(single, cell | {"inputs": "fixed"}) is None
+
+
 def test_p99_plot_is_a_png_and_nothing_without_server_runs():
     png = report.p99_vs_qps_png(RECORDS)
     assert png is not None and png.startswith(b"\x89PNG")

@@ -302,8 +302,6 @@ def warm_up(instances: list[Infer], queries: QuerySamples, max_batch: int, calls
 def measure_scenario(spec: dict[str, Any]) -> dict[str, Any]:
     """One LoadGen test of one scenario in this (fresh) process; see scenarios.worker_spec."""
     lg = import_loadgen()
-    import onnxruntime  # noqa: F401  (a missing runtime fails before LoadGen starts)
-
     build = torch_instances if spec.get("runtime") == "torch" else ort_instances
     instances, names, providers = build(spec)
     with np.load(spec["sample_inputs"]) as data:

@@ -582,6 +582,31 @@ def scenario_ratios(
     return rows
 
 
+def agreement_with_harness(
+    single_stream: dict[str, Any], measurement: dict[str, Any]
+) -> dict[str, Any] | None:
+    """SingleStream p90 against the harness's batch-1 p90 on real inputs of the same artifact.
+
+    `measurement` is a bench.json measurement with `inputs: real`, batch 1 (every example at its
+    own length, as SingleStream queries are). Agreement means a relative difference within the
+    harness's own round-to-round spread. None when the two do not describe the same thing.
+    """
+    same = all(single_stream[k] == measurement[k] for k in ("model", "variant", "provider"))
+    if not same or measurement["batch"] != 1 or measurement["inputs"] != "real":
+        return None
+    if single_stream["scenario"] != "SingleStream" or single_stream["value"] is None:
+        return None
+    harness_p90 = measurement["latency_ms"]["p90"]
+    difference = (single_stream["value"] - harness_p90) / harness_p90
+    return {
+        "single_stream_p90_ms": single_stream["value"],
+        "harness_p90_ms": harness_p90,
+        "relative_difference": round(difference, 4),
+        "harness_round_spread": measurement["round_spread"],
+        "within_noise": abs(difference) <= measurement["round_spread"],
+    }
+
+
 def check_min_qps(
     records: list[dict[str, Any]],
     candidate: tuple[str, str],
