@@ -230,7 +230,7 @@ def torch_instances(spec: dict[str, Any]) -> tuple[list[Infer], list[str], list[
 # ---------------------------------------------------------------- LoadGen
 
 
-def test_settings(lg, spec: dict[str, Any], sample_count: int):
+def loadgen_settings(lg, spec: dict[str, Any], sample_count: int):
     """LoadGen TestSettings for the spec's scenario, in PerformanceOnly mode."""
     settings = lg.TestSettings()
     settings.scenario = getattr(lg.TestScenario, spec["scenario"])
@@ -258,14 +258,13 @@ def run_loadgen(lg, spec: dict[str, Any], queries: QuerySamples, instances: list
         # PerformanceOnly: LoadGen needs the answer's timing, not its bytes.
         lg.QuerySamplesComplete([lg.QuerySampleResponse(i, 0, 0) for i in ids])
 
-    offline = spec["scenario"] == "Offline"
     batcher = DynamicBatcher(
         instances,
         queries,
         complete,
         max_batch_size=spec["max_batch_size"],
         max_queue_delay_s=spec["max_queue_delay_ms"] / 1000.0,
-        sort_by_length=offline and spec.get("sort_by_length", True),
+        sort_by_length=spec["sort_by_length"],
         inline=spec["scenario"] == "SingleStream",
     )
     sut = lg.ConstructSUT(lambda qs: batcher.issue([(q.id, q.index) for q in qs]), lambda: None)
@@ -277,7 +276,7 @@ def run_loadgen(lg, spec: dict[str, Any], queries: QuerySamples, instances: list
             log = lg.LogSettings()
             log.log_output.outdir = str(log_dir)
             log.log_output.copy_summary_to_stdout = False
-            lg.StartTestWithLogSettings(sut, qsl, test_settings(lg, spec, len(queries)), log)
+            lg.StartTestWithLogSettings(sut, qsl, loadgen_settings(lg, spec, len(queries)), log)
             summary_text = (log_dir / SUMMARY_FILE).read_text(encoding="utf-8")
     finally:
         batcher.stop()
