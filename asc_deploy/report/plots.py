@@ -171,7 +171,10 @@ def similarity_heatmap(results: Results) -> bytes | None:
     fig = Figure(figsize=(11, 5))
     ax, ax_sel = fig.subplots(1, 2, gridspec_kw={"width_ratios": [3, 2]})
     image = ax.imshow(matrix, cmap="viridis", vmin=min(map(min, matrix)), vmax=1.0)
-    fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity")
+    scale = fig.colorbar(image, ax=ax, shrink=0.8, label="cosine similarity (red: thresholds)")
+    # The thresholds on the matrix's own scale: one above every value removes nothing.
+    for threshold in selections:
+        scale.ax.axhline(threshold, color="tab:red", linewidth=2)
     ax.set_xticks(range(len(labels)), [str(x) for x in labels])
     ax.set_yticks(range(len(labels)), [str(x) for x in labels])
     for tick in [*ax.get_xticklabels(), *ax.get_yticklabels()]:
