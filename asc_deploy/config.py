@@ -155,6 +155,16 @@ class ComparisonsConfig(Strict):
         return values
 
 
+class ScreeningConfig(Strict):
+    """Successive halving over candidate layer sets: every distinct set gets a short recovery
+    (`fraction` of the recovery's step budget) on the training split minus its last `samples`
+    examples, is scored on those, and only the best `keep` per depth go on to full recovery."""
+
+    fraction: float = Field(0.25, gt=0, lt=1)
+    keep: int = Field(1, ge=1)
+    samples: int = Field(512, ge=2)
+
+
 class ExportConfig(Strict):
     variants: list[
         Literal["fp32", "optimized", "int8-dynamic", "int8-static", "int8-mixed", "fp16"]
@@ -162,7 +172,7 @@ class ExportConfig(Strict):
         "fp32",
         "int8-dynamic",
     ]
-    opset: int = 17
+    opset: int = Field(17, ge=14, le=20)  # what the exporter writes for these encoders
     isa: Literal["auto", "avx2", "avx512", "avx512_vnni", "arm64"] = "auto"
     calibration_samples: int = Field(128, ge=1)
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
@@ -242,6 +252,7 @@ class RunConfig(Strict):
     task: TaskConfig
     finetune: FinetuneConfig = FinetuneConfig(preset="cpu-fast")
     recovery: FinetuneConfig | None = None  # None: the same recipe as `finetune`
+    screening: ScreeningConfig | None = None  # None: every candidate gets full recovery
     asc: ASCConfig = ASCConfig()
     comparisons: ComparisonsConfig = ComparisonsConfig()
     export: ExportConfig = ExportConfig()

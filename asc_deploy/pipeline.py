@@ -25,6 +25,7 @@ from asc_deploy.records import (
     ModelFolder,
     Results,
     RunInfo,
+    Screening,
     Similarity,
     TaskInfo,
 )
@@ -60,8 +61,9 @@ class Pipeline:
         )
         reference = self._reference(base, profile.num_layers)
         models = [reference, *self._build(candidates.models, base), *self._off_the_shelf()]
-        evaluations = self._evaluate_torch(models)
-        artifacts = self._export(models)
+        measured = [m for m in models if m.screening is None or m.screening.continued]
+        evaluations = self._evaluate_torch(measured)
+        artifacts = self._export(measured)
         evaluations += self._evaluate_artifacts(artifacts)
         _compare(evaluations, self.task)
         bench = self._bench(artifacts, base, reference.name)
@@ -109,34 +111,74 @@ class Pipeline:
         )
 
     def _build(self, candidates: list[ModelEntry], base: ModelFolder) -> list[ModelEntry]:
-        """Prune and recover each distinct layer set once; twins share the trained model."""
-        built: dict[tuple[int, ...], ModelEntry] = {}
+        """Prune each distinct layer set once, screen them when configured, and recover the
+        ones that continue; twins (another criterion choosing the same layers) share it all."""
+        distinct: dict[tuple[int, ...], ModelEntry] = {}
+        for candidate in candidates:
+            distinct.setdefault(tuple(candidate.removed_layers), candidate)
+        pruned = {
+            layers: self.store.run(
+                compress.prune,
+                self.cfg,
+                "-".join(map(str, layers)),
+                model=base,
+                removed=list(layers),
+                head=self.head,
+            )  # fmt: skip
+            for layers in distinct
+        }
+        screening = self._screen(pruned, base) if self.cfg.screening else {}
+        recovered: dict[tuple[int, ...], str] = {}  # layer set -> recovered folder
         entries = []
-        distilled = self.cfg.recovery.distillation
         for candidate in candidates:
             layers = tuple(candidate.removed_layers)
-            twin = built.get(layers)
-            if twin is not None:  # e.g. `top` choosing exactly ASC's layers: train once
-                entries.append(candidate.model_copy(update={
-                    "path": twin.path, "parameters": twin.parameters, "distilled": distilled,
-                    "note": f"same layers as {twin.name}",
-                }))  # fmt: skip
-                continue
-            label = "-".join(map(str, layers))
-            pruned = self.store.run(
-                compress.prune, self.cfg, label, model=base, removed=list(layers), head=self.head
-            )
-            recovered = self.store.run(
-                compress.recover, self.cfg, candidate.name,
-                pruned=pruned, teacher=base, task=self.task, name=candidate.name,
-            )  # fmt: skip
-            entry = candidate.model_copy(update={
-                "path": recovered.path, "parameters": pruned.parameters_after,
-                "distilled": distilled,
-            })  # fmt: skip
-            built[layers] = entry
-            entries.append(entry)
+            first = distinct[layers]
+            continues = layers not in screening or screening[layers].continued
+            if continues and layers not in recovered:
+                recovered[layers] = self.store.run(
+                    compress.recover, self.cfg, first.name,
+                    pruned=pruned[layers], teacher=base, task=self.task, name=first.name,
+                ).path  # fmt: skip
+            update = {
+                "parameters": pruned[layers].parameters_after,
+                "distilled": self.cfg.recovery.distillation,
+                "screening": screening.get(layers),
+                "path": recovered[layers] if continues else pruned[layers].path,
+            }
+            if candidate is not first:
+                update["note"] = f"same layers as {first.name}"
+            entries.append(candidate.model_copy(update=update))
         return entries
+
+    def _screen(self, pruned: dict, base: ModelFolder) -> dict[tuple[int, ...], Screening]:
+        """A short recovery of every distinct layer set, scored on held-out training examples;
+        the best `screening.keep` of each depth continue."""
+        scores = {
+            layers: self.store.run(
+                compress.screen,
+                self.cfg,
+                "-".join(map(str, layers)),
+                pruned=record,
+                teacher=base,
+                task=self.task,
+            )  # fmt: skip
+            for layers, record in pruned.items()
+        }
+        keep = self.cfg.screening.keep
+        by_depth: dict[int, list[tuple[int, ...]]] = {}
+        for layers in scores:  # candidate order: ASC first, so it wins ties
+            by_depth.setdefault(len(layers), []).append(layers)
+        continuing = {
+            layers
+            for group in by_depth.values()
+            for layers in sorted(group, key=lambda g: -scores[g].score)[:keep]
+        }
+        for layers in continuing:
+            status_line(f"screening: layers {list(layers)} continue ({scores[layers].score:.2f})")
+        return {
+            layers: Screening(**score.model_dump(), continued=layers in continuing)
+            for layers, score in scores.items()
+        }
 
     def _off_the_shelf(self) -> list[ModelEntry]:
         from asc_deploy.models.loading import load_config

@@ -47,6 +47,15 @@ class Open(BaseModel):
 
 
 # -- the study's models ---------------------------------------------------------------------------
+class Screening(Record):
+    """A candidate's short recovery, scored on held-out training examples."""
+
+    score: float  # the task's primary metric on the held-out training slice
+    steps: int
+    samples: int
+    continued: bool  # among the best `keep` of its depth: recovered fully and evaluated
+
+
 class ModelEntry(Record):
     """One model of the comparison: its place in the study and its from_pretrained folder."""
 
@@ -63,6 +72,7 @@ class ModelEntry(Record):
     parameters: int | None = None
     distilled: bool = False
     note: str | None = None
+    screening: Screening | None = None
 
     @property
     def removed(self) -> int:
@@ -448,6 +458,12 @@ class Candidates(Record):
     depth_targets: list[DepthTarget] = []
     models: list[ModelEntry]
     evidence: dict[str, dict[str, Any]] = {}  # criterion choice name -> the scores behind it
+
+
+class ScreenScore(Record):
+    score: float
+    steps: int
+    samples: int
 
 
 class Pruned(Record):

@@ -201,3 +201,28 @@ def test_task_identity_is_the_data_content_not_its_path(pipeline_workspace, tmp_
     raw["task"]["data_dir"] = str(Path(tmp_path / "data"))
     there = build_task(RunConfig.model_validate(raw).task)
     assert identity(here) == identity(there)
+
+
+def test_export_verb_and_run_export_the_same_way(full_run, pipeline_workspace, tmp_path):
+    """Defect 4: `asc-deploy export --config` validates on the same examples and keeps the
+    same sample inputs as the run's export stage (one path for one action)."""
+    import json
+
+    import numpy as np
+
+    from asc_deploy.deploy.artifacts import load_sample_inputs
+
+    root, _ = full_run
+    dest = tmp_path / "fp32"
+    result = cli(
+        "export", str(pipeline_workspace / "model"), "--config",
+        str(pipeline_workspace / "full.yaml"), "-o", str(dest), "--name", "uncompressed",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    run_artifact = root / "artifacts" / "uncompressed" / "fp32"
+    ours, theirs = (json.loads((d / "manifest.json").read_text()) for d in (dest, run_artifact))
+    assert ours["validation"] == theirs["validation"]
+    assert ours["sample_inputs"] == theirs["sample_inputs"]
+    assert ours["inputs_hash"] == theirs["inputs_hash"]
+    a, b = load_sample_inputs(dest), load_sample_inputs(run_artifact)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)

@@ -128,42 +128,34 @@ def export(
         int | None, typer.Option("--validate-samples", help="eval examples to validate on")
     ] = None,
     sample_inputs: Annotated[
-        int, typer.Option("--sample-inputs", help="real inputs saved for benchmarking")
-    ] = 300,
+        int | None, typer.Option("--sample-inputs", help="real inputs saved for benchmarking")
+    ] = None,
     opset: Annotated[int | None, typer.Option("--opset")] = None,
     overwrite: OverwriteOpt = False,
     as_json: JsonOpt = False,
 ) -> None:
-    """Export a model folder to a validated fp32 ONNX artifact."""
-    from asc_deploy.deploy.export import check_opset, export_artifact, model_summary
+    """Export a model folder to a validated fp32 ONNX artifact (the same path `run` takes)."""
+    from asc_deploy.deploy.export import check_opset, model_summary
+    from asc_deploy.stages.deploy import export_model
 
     settings = _export_settings(config)
+    overrides = {
+        "validation_samples": validate_samples,
+        "sample_inputs": sample_inputs,
+        "opset": opset,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    if settings.validation_samples < 2 or settings.sample_inputs < 1:
+        raise UserError("--validate-samples must be at least 2 and --sample-inputs at least 1")
     name = name or model_dir.name
     dest = output or Path("exports") / run / name / "fp32"
     _check_artifact_output(dest, "fp32", overwrite, [model_dir], "export")
-    check_opset(opset if opset is not None else settings.opset)
+    check_opset(settings.opset)
     model_summary(model_dir)  # not a model folder: one line, before any data is read
     the_task = _build_task(task, config, data_dir)
-    n_validate = validate_samples if validate_samples is not None else settings.validation_samples
-    if n_validate < 2 or sample_inputs < 0:
-        raise UserError("--validate-samples must be at least 2 and --sample-inputs not negative")
-    from asc_deploy.models.loading import load_tokenizer
-
-    tokenizer = load_tokenizer(model_dir)
-    examples = the_task.load_examples("eval", max(n_validate, sample_inputs))
-    validation_features = the_task.encode(tokenizer, examples[:n_validate])
-    samples = the_task.encode(tokenizer, examples[: max(sample_inputs, 1)])
+    n_validate = settings.validation_samples
     with console.status(f"exporting {model_dir} and validating on {n_validate} examples"):
-        manifest = export_artifact(
-            model_dir,
-            dest,
-            the_task.family,
-            validation_features,
-            samples,
-            opset=opset if opset is not None else settings.opset,
-            name=name,
-            task_name=the_task.name,
-        )
+        manifest = export_model(model_dir, dest, the_task, settings, name=name)
     _report(manifest, as_json, f"exported {dest}")
 
 
@@ -228,7 +220,7 @@ def quantize(
     """int8 dynamic (ISA preset), int8 static QDQ (calibrated on task training data), int8-mixed
     (the layers whose int8 costs accuracy on held-out training data stay fp32) or fp16."""
     from asc_deploy.deploy.mixed_precision import check_mixed_request
-    from asc_deploy.deploy.quantize import check_calibrator, quantize_artifact, resolve_isa
+    from asc_deploy.deploy.quantize import check_calibrator, resolve_isa
 
     settings = _export_settings(config)
     variants = {"dynamic": "int8-dynamic", "static": "int8-static", "mixed": "int8-mixed"}
@@ -252,59 +244,31 @@ def quantize(
         from asc_deploy.measure.ort_runner import resolve_provider
 
         resolve_provider(provider)
-    chosen_isa = resolve_isa(isa or settings.isa)
-    n_calib = (
-        calibration_samples if calibration_samples is not None else settings.calibration_samples
-    )
-    features = heldout = None
-    if mode == "mixed":
-        from asc_deploy.deploy.mixed_precision import training_slices
-        from asc_deploy.models.loading import load_tokenizer
-
-        n_heldout = mixed_samples if mixed_samples is not None else settings.mixed_samples
-        features, heldout = training_slices(
-            _build_task(task, config, data_dir), load_tokenizer(artifact), n_calib, n_heldout
-        )
-    if mode == "static":
-        if n_calib < 1:
-            raise UserError(
-                "the calibration set is empty (--calibration-samples < 1); use e.g. 128"
-            )
+    resolve_isa(isa or settings.isa)  # an unknown ISA fails before any data is read
+    if calibration_samples is not None and calibration_samples < 1:
+        raise UserError("the calibration set is empty (--calibration-samples < 1); use e.g. 128")
+    overrides = {
+        "isa": isa,
+        "calibration_samples": calibration_samples,
+        "calibration_method": calibrator,
+        "per_channel": per_channel,
+        "int8_budget": budget,
+        "mixed_samples": mixed_samples,
+        "mixed_mode": mixed_base,
+    }
+    settings = settings.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    the_task = tokenizer = None
+    if variant in ("int8-static", "int8-mixed"):  # calibrated on the task's training split
         from asc_deploy.models.loading import load_tokenizer
 
         the_task = _build_task(task, config, data_dir)
-        features = the_task.encode(
-            load_tokenizer(artifact), the_task.load_examples("train", n_calib)
-        )
-    per_channel = per_channel if per_channel is not None else settings.per_channel
-    with console.status(f"{variant}: quantising {artifact}"):
-        if heldout is not None:
-            from asc_deploy.deploy.mixed_precision import quantize_mixed_artifact
+        tokenizer = load_tokenizer(artifact)
+    from asc_deploy.stages.deploy import build_variant
 
-            manifest = quantize_mixed_artifact(
-                artifact,
-                dest,
-                features,  # type: ignore[arg-type]
-                heldout,
-                budget,
-                mixed_base,  # type: ignore[arg-type]
-                chosen_isa,
-                per_channel,
-                n_calib,
-                calibrator,  # type: ignore[arg-type]
-            )
-        else:
-            manifest = quantize_artifact(
-                artifact,
-                dest,
-                mode,  # type: ignore[arg-type]
-                chosen_isa,
-                features,
-                n_calib,
-                calibrator,  # type: ignore[arg-type]
-                provider,
-                per_channel=per_channel,
-            )
+    with console.status(f"{variant}: quantising {artifact}"):
+        manifest = build_variant(
+            variant, artifact, dest, settings, the_task, tokenizer, provider=provider
+        )
     _report(manifest, as_json, f"quantized {dest}")
 
 

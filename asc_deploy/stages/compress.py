@@ -5,7 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from asc_deploy.config import OffTheShelfModel
-from asc_deploy.records import Candidates, DepthTarget, ModelEntry, ModelFolder, Profile, Pruned
+from asc_deploy.records import (
+    Candidates,
+    DepthTarget,
+    ModelEntry,
+    ModelFolder,
+    Profile,
+    Pruned,
+    ScreenScore,
+)
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Task
 
@@ -267,3 +275,40 @@ def finetune_off_the_shelf(
         trust_remote_code=s["trust_remote_code"],
     )
     return model_folder(out)
+
+
+@stage(
+    "screen",
+    reads=("trust_remote_code", "task", "recovery", "screening"),
+    record=ScreenScore,
+)
+def screen(
+    s: Settings, ctx: Context, pruned: Pruned, teacher: ModelFolder, task: Task
+) -> ScreenScore:
+    """A short recovery on the training split minus a held-out slice, scored on that slice."""
+    from asc_deploy.compress.finetune import finetune, resolve_recipe, total_steps
+    from asc_deploy.models.loading import load_model_and_tokenizer
+    from asc_deploy.tasks.evaluation import evaluate_torch
+    from asc_deploy.tasks.holdout import split_training
+
+    screening, recipe = s["screening"], s["recovery"]
+    fit, score = split_training(task, screening.samples)
+    budget = total_steps(resolve_recipe(recipe), len(fit.load_examples("train")))
+    steps = max(1, round(budget * screening.fraction))
+    layers = "-".join(map(str, pruned.removed_layers))
+    announce(f"screen layers {pruned.removed_layers}: {steps} recovery steps")
+    out = finetune(
+        pruned.path,
+        fit,
+        recipe.model_copy(update={"max_steps": steps}),
+        ctx.root / "models" / "screening" / layers,
+        teacher=teacher.path if recipe.distillation else None,
+        force="screen" in ctx.force,
+        trust_remote_code=s["trust_remote_code"],
+    )
+    head = "question-answering" if task.family == "question-answering" else "classification"
+    model, tokenizer = load_model_and_tokenizer(out, head, label_names=task.label_names or None)
+    result = evaluate_torch(model, tokenizer, score, with_cls=False)
+    return ScreenScore(
+        score=result.metrics[task.primary_metric], steps=steps, samples=screening.samples
+    )

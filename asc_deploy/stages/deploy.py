@@ -17,7 +17,6 @@ from asc_deploy.tasks.base import Feature, Task
 
 # How each variant is derived from the fp32 artifact (the quantize verb's --mode names).
 MODE_OF_VARIANT = {"int8-dynamic": "dynamic", "int8-static": "static", "fp16": "fp16"}
-VARIANT_OF_MODE = {mode: variant for variant, mode in MODE_OF_VARIANT.items()}
 GPU_ONLY_VARIANTS = {"fp16": "a CUDA variant"}
 
 
@@ -46,16 +45,34 @@ def build_variant(
     fp32_dir: Path,
     dest: Path,
     settings: ExportConfig,
-    calibration: list[Feature] | None = None,
+    task: Task | None = None,
+    tokenizer=None,
+    provider: str | None = None,
     reuse: bool = True,
 ) -> dict[str, Any]:
-    """Derive `variant` from the fp32 artifact at `fp32_dir`; returns the variant's manifest."""
+    """Derive `variant` from the fp32 artifact at `fp32_dir`; returns the variant's manifest.
+
+    int8-static and int8-mixed read the task's training split (through `tokenizer`); `provider`
+    validates fp16 (default: cuda)."""
     from asc_deploy.deploy.optimize import optimize_artifact
     from asc_deploy.deploy.quantize import quantize_artifact
 
     if variant == "optimized":
         return optimize_artifact(fp32_dir, dest, "cpu", reuse=reuse)
+    if variant == "int8-mixed":
+        from asc_deploy.deploy.mixed_precision import quantize_mixed_artifact, training_slices
+
+        calibration, heldout = training_slices(
+            task, tokenizer, settings.calibration_samples, settings.mixed_samples
+        )
+        return quantize_mixed_artifact(
+            fp32_dir, dest, calibration, heldout, settings.int8_budget, base=settings.mixed_mode,
+            isa=settings.isa, per_channel=settings.per_channel,
+            calibration_samples=settings.calibration_samples,
+            calibrator=settings.calibration_method, reuse=reuse,
+        )  # fmt: skip
     mode = MODE_OF_VARIANT[variant]
+    calibration = calibration_features(task, tokenizer, settings) if mode == "static" else None
     return quantize_artifact(
         fp32_dir,
         dest,
@@ -64,7 +81,7 @@ def build_variant(
         calibration_features=calibration,
         calibration_samples=settings.calibration_samples,
         calibrator=settings.calibration_method,
-        provider="cuda" if mode == "fp16" else None,
+        provider=provider or ("cuda" if mode == "fp16" else None),
         reuse=reuse,
         per_channel=settings.per_channel,
     )
@@ -79,11 +96,10 @@ def export_model(
     reuse: bool = True,
 ) -> dict[str, Any]:
     """The validated fp32 artifact of `model_dir` at `dest` (the `export` verb and stage)."""
-    from transformers import AutoTokenizer
-
     from asc_deploy.deploy.export import export_artifact
+    from asc_deploy.models.loading import load_tokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    tokenizer = load_tokenizer(model_dir)
     validation, samples = export_features(task, tokenizer, settings)
     return export_artifact(
         model_dir,
@@ -109,18 +125,18 @@ def export(
     announce(f"export {name}")
     export_model(Path(model.path), folder / "fp32", task, settings, name=name, reuse=reuse)
     built, skipped = {"fp32": str(folder / "fp32")}, {}
-    calibration = None
+    tokenizer = None
     for variant in variants:
         if variant == "fp32":
             continue
         if variant in GPU_ONLY_VARIANTS and not set(s["bench.providers"]) - {"cpu"}:
             skipped[variant] = f"{GPU_ONLY_VARIANTS[variant]}; no GPU provider in bench.providers"
             continue
-        if variant == "int8-static" and calibration is None:
-            from transformers import AutoTokenizer
+        if tokenizer is None:
+            from asc_deploy.models.loading import load_tokenizer
 
-            tokenizer = AutoTokenizer.from_pretrained(model.path)
-            calibration = calibration_features(task, tokenizer, settings)
-        build_variant(variant, folder / "fp32", folder / variant, settings, calibration, reuse)
+            tokenizer = load_tokenizer(model.path)
+        fp32 = folder / "fp32"
+        build_variant(variant, fp32, folder / variant, settings, task, tokenizer, reuse=reuse)
         built[variant] = str(folder / variant)
     return ArtifactSet(model=name, artifacts=built, skipped=skipped)
