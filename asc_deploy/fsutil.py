@@ -123,6 +123,14 @@ def check_writable(dest: str | Path) -> None:
             ) from None
 
 
+def check_output_file(path: str | Path) -> None:
+    """UserError, before any work, unless a file can be written (atomically) at `path`."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"output {path} is a folder; name a file, e.g. {path / 'bench.json'}")
+    check_writable(path)
+
+
 def has_marker(folder: Path, marker: str, **fields: Any) -> bool:
     """Whether `folder` holds `marker` (and, for a JSON marker, `fields` with those values)."""
     path = folder / marker

@@ -77,8 +77,12 @@ def bench(
     scenarios on the artifacts' real queries instead of the batch x sequence grid.
     """
     from asc_deploy.config import BenchConfig, load_run_config
+    from asc_deploy.fsutil import check_output_file
     from asc_deploy.measure import harness
 
+    check_output_file(output)
+    if torch_dir is not None:
+        _check_torch_folder(torch_dir)
     base = load_run_config(config).bench if config is not None else BenchConfig()
     settings = harness.BenchSettings.from_config(
         base,
@@ -134,9 +138,11 @@ def bench_merge(
     """Merge several bench.json files into one set, each run tagged by its host fingerprint."""
     from rich.console import Console
 
+    from asc_deploy.fsutil import check_output_file
     from asc_deploy.measure import harness
 
-    merged = harness.merge_bench([harness.load_bench(p) for p in inputs])
+    check_output_file(output)
+    merged = harness.merge_bench([_measured(harness.load_bench(p), p) for p in inputs])
     harness.write_bench(merged, output)
     if as_json:
         typer.echo(json.dumps(merged, indent=2))
@@ -144,6 +150,34 @@ def bench_merge(
         Console().print(
             f"merged {len(merged['runs'])} run(s) from {len(merged['hosts'])} host(s) -> {output}"
         )
+
+
+def _check_torch_folder(folder: Path) -> None:
+    """--torch takes a PyTorch model folder: not an ONNX artifact, not a folder without weights."""
+    from asc_deploy.errors import UserError
+
+    if (folder / "model.onnx").is_file():
+        raise UserError(
+            f"--torch {folder} is an ONNX artifact; pass it as a target, and --torch the "
+            "PyTorch model folder it was exported from"
+        )
+    weights = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+    if folder.is_dir() and not any((folder / name).is_file() for name in weights):
+        raise UserError(f"--torch {folder} has no model weights ({' / '.join(weights)})")
+
+
+def _measured(doc: dict, path: Path) -> dict:
+    """A bench document whose every run holds measurements (report rejects empty ones)."""
+    from asc_deploy.errors import UserError
+
+    runs = doc.get("runs", [doc])
+    for run in runs:
+        if not isinstance(run.get("host"), dict) or not run.get("measurements"):
+            raise UserError(
+                f"{path} holds a run without measurements (or without its host); "
+                "merge bench.json files written by `asc-deploy bench`"
+            )
+    return doc
 
 
 def _run_with_progress(harness, targets, settings, quiet: bool) -> dict:

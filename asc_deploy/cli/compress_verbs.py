@@ -45,9 +45,9 @@ def profile(
     data_dir: Annotated[Path | None, typer.Option(help="Local data folder for the preset.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config YAML (its task section).")] = None,
     max_samples: Annotated[
-        int | None, typer.Option(help="Training examples to profile (default all).")
+        int | None, typer.Option(min=1, help="Training examples to profile (default all).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 32,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per forward pass.")] = 32,
     thresholds: Annotated[
         str, typer.Option(help="Thresholds to show selections for.")
     ] = "0.90,0.85,0.80",

@@ -32,7 +32,9 @@ def finetune(
     batch_size: Annotated[int | None, typer.Option(help="Examples per step.")] = None,
     lr: Annotated[float | None, typer.Option(help="Peak learning rate.")] = None,
     seed: Annotated[int | None, typer.Option(help="Random seed.")] = None,
-    max_train_samples: Annotated[int | None, typer.Option(help="Use the first N examples.")] = None,
+    max_train_samples: Annotated[
+        int | None, typer.Option(min=1, help="Use the first N examples.")
+    ] = None,
     distill_from: Annotated[
         Path | None, typer.Option(help="Teacher (the uncompressed fine-tuned model) for KD.")
     ] = None,
@@ -104,8 +106,10 @@ def evaluate(
     ] = None,
     data_dir: Annotated[Path | None, typer.Option(help="Local data folder for the preset.")] = None,
     config: Annotated[Path | None, typer.Option(help="Run config YAML (its task section).")] = None,
-    max_samples: Annotated[int | None, typer.Option(help="Evaluate the first N examples.")] = None,
-    batch_size: Annotated[int, typer.Option(help="Examples per forward pass.")] = 64,
+    max_samples: Annotated[
+        int | None, typer.Option(min=1, help="Evaluate the first N examples.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per forward pass.")] = 64,
     predictions: Annotated[
         Path | None, typer.Option(help="Write per-example predictions (JSONL + .cls.npy) here.")
     ] = None,

@@ -36,7 +36,13 @@ def read_file(path: str | Path) -> list[Record]:
     }
     if suffix not in readers:
         raise UserError(f"{path}: unknown data format '{suffix}'; use one of {', '.join(FORMATS)}")
-    records = readers[suffix](path)
+    try:
+        records = readers[suffix](path)
+    except UnicodeDecodeError as exc:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset "
+            f"{exc.start}); re-save it as UTF-8"
+        ) from None
     if not records:
         raise UserError(f"{path}: the file holds no records (empty split)")
     return records

@@ -8,6 +8,7 @@ except for the runtime.
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +32,47 @@ def onnx_forward(session) -> Forward:
     return forward
 
 
+class TaskMismatchWarning(UserWarning):
+    """The artifact was exported for another task with the same output shape."""
+
+
+def check_artifact_task(manifest: dict, artifact_dir: Path, task: Task) -> None:
+    """UserError when the artifact cannot answer `task` (family, label count); warn on its name.
+
+    A 2-label graph scored on a 3-label task yields an accuracy that means nothing.
+    """
+    recorded = manifest.get("task") or {}
+    family = recorded.get("family")
+    if family and family != task.family:
+        raise UserError(
+            f"artifact {artifact_dir} is a {family} model but task '{task.name}' is {task.family}"
+        )
+    if task.family == "classification":
+        labels = _graph_labels(manifest)
+        if labels is not None and labels != len(task.label_names):
+            raise UserError(
+                f"artifact {artifact_dir} predicts {labels} labels but task {task.name} has "
+                f"{len(task.label_names)}; evaluate it on the task it was exported for"
+                + (f" ({recorded['name']})" if recorded.get("name") else "")
+            )
+    if recorded.get("name") and recorded["name"] != task.name:
+        warnings.warn(
+            f"artifact {artifact_dir} was exported for task {recorded['name']}, "
+            f"evaluated here on {task.name}",
+            TaskMismatchWarning,
+            stacklevel=2,
+        )
+
+
+def _graph_labels(manifest: dict) -> int | None:
+    """The logits width the graph declares (None when symbolic or not recorded)."""
+    for output in manifest.get("outputs") or []:
+        shape = output.get("shape") or []
+        if output.get("name") == "logits" and shape and isinstance(shape[-1], int):
+            return shape[-1]
+    return None
+
+
 def evaluate_onnx(
     artifact_dir: str | Path,
     task: Task,
@@ -47,11 +89,7 @@ def evaluate_onnx(
 
     artifact_dir = Path(artifact_dir)
     manifest = artifacts.verify_artifact(artifact_dir)
-    family = (manifest.get("task") or {}).get("family")
-    if family and family != task.family:
-        raise UserError(
-            f"artifact {artifact_dir} is a {family} model but task '{task.name}' is {task.family}"
-        )
+    check_artifact_task(manifest, artifact_dir, task)
     session = create_session(
         artifact_dir / artifacts.MODEL_FILE, provider, intra_op_threads=intra_op_threads
     )

@@ -2,9 +2,11 @@
 
 FLOPs are an estimate from the weights alone (no shape inference, so it works on any exported
 encoder, fp32 or quantised): every matrix product against a 2-D weight initializer costs
-2*K*N multiply-adds per row. Rows are tokens for MatMul-family nodes (3-D activations) and one
-per example for Gemm (the pooler / classifier on the [CLS] vector). Attention adds the two
-activation-by-activation products per layer, QK^T and PV: 2 * 2 * S^2 * hidden.
+2*K*N multiply-adds per row. In a static int8 (QDQ) graph the weight reaches its MatMul through a
+DequantizeLinear node; that node's output counts as the weight. Rows are tokens for MatMul-family
+nodes (3-D activations) and one per example for Gemm (the pooler / classifier on the [CLS]
+vector). Attention adds the two activation-by-activation products per layer, QK^T and PV:
+2 * 2 * S^2 * hidden.
 """
 
 from __future__ import annotations
@@ -48,11 +50,13 @@ def graph_stats(model_path: str | Path) -> GraphStats:
 def stats_from_graph(graph) -> GraphStats:
     shapes = {init.name: list(init.dims) for init in graph.initializer}
     parameters = sum(_prod(d) for d in shapes.values())
+    weight_of = {name: name for name in shapes} | _dequantized_weights(graph, shapes)
     per_token = per_example = attention = 0
     k_dims: Counter[int] = Counter()
     for node in graph.node:
-        names = [i for i in node.input if i in shapes and len(shapes[i]) == 2]
-        weights = [shapes[i] for i in names]
+        names = [weight_of[i] for i in node.input if i in weight_of]
+        names = [n for n in names if len(shapes[n]) == 2]
+        weights = [shapes[n] for n in names]
         if node.op_type in PER_TOKEN_MATMULS and weights and _once_per_example(names[0]):
             # Quantisers turn the pooler/classifier Gemm into MatMul: still once per example.
             per_example += 2 * _prod(weights[0])
@@ -75,6 +79,15 @@ def stats_from_graph(graph) -> GraphStats:
         max_positions=_embedding_rows(shapes, "position"),
         vocab_size=_embedding_rows(shapes, "word_embeddings"),
     )
+
+
+def _dequantized_weights(graph, shapes: dict[str, list[int]]) -> dict[str, str]:
+    """{DequantizeLinear output: the quantised initializer it dequantises} (QDQ weights)."""
+    return {
+        node.output[0]: node.input[0]
+        for node in graph.node
+        if node.op_type == "DequantizeLinear" and node.input and node.input[0] in shapes
+    }
 
 
 def flops_per_example(stats: GraphStats, sequence: int) -> int:

@@ -60,8 +60,9 @@ def load_tokenizer(source: str | Path, trust_remote_code: bool = False):
     except (OSError, ValueError, TypeError) as exc:
         # A folder with weights but no tokenizer files fails deep in the loader with
         # "TypeError: stat: path should be string ... not NoneType".
+        reason = "no tokenizer files" if isinstance(exc, TypeError) else _first_line(exc)
         raise UserError(
-            f"cannot load a tokenizer from '{source}' ({_first_line(exc)}); "
+            f"cannot load a tokenizer from '{source}' ({reason}); "
             "save the base model's tokenizer files (tokenizer.json / vocab.txt ...) into it"
         ) from exc
 
