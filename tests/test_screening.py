@@ -1,0 +1,110 @@
+"""Screening by successive halving: short recoveries scored on held-out *training* examples."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from pipeline_helpers import cli, run_config
+
+from asc_deploy.config import RunConfig, load_run_config
+from asc_deploy.errors import UserError
+from asc_deploy.tasks.holdout import split_training
+from asc_deploy.tasks.presets import build_task
+
+
+class _NoEvaluation:
+    """A task whose evaluation split must never be read."""
+
+    def __init__(self, task):
+        self._task = task
+
+    def __getattr__(self, name):
+        return getattr(self._task, name)
+
+    def load_examples(self, split, max_samples=None):
+        if split == "eval":
+            raise AssertionError("the evaluation split was read")
+        return self._task.load_examples(split, max_samples)
+
+
+def _task(workspace):
+    return build_task(load_run_config(run_config(workspace, "screen")).task)
+
+
+def test_held_out_views_split_the_training_data_and_never_read_evaluation(pipeline_workspace):
+    task = _NoEvaluation(_task(pipeline_workspace))
+    fit, score = split_training(task, 8)
+    train = task.load_examples("train")
+    assert fit.load_examples("train") + score.load_examples("eval") == train
+    assert len(score.load_examples("eval")) == 8
+    with pytest.raises(UserError):
+        fit.load_examples("eval")
+    with pytest.raises(UserError):
+        score.load_examples("train")
+    with pytest.raises(UserError, match="too few to hold out"):
+        split_training(task, len(train))[0].load_examples("train")
+    assert fit.data_identity("train") != score.data_identity("eval")
+
+
+def test_screen_stage_scores_on_training_examples_only(pipeline_workspace, tmp_path):
+    from asc_deploy.stages import compress
+    from asc_deploy.stages.core import Context, StageStore
+
+    raw = yaml.safe_load(run_config(pipeline_workspace, "screen").read_text())
+    raw["screening"] = {"fraction": 0.5, "keep": 1, "samples": 8}
+    cfg = RunConfig.model_validate(raw)
+    task = _NoEvaluation(build_task(cfg.task))
+    store = StageStore(Context(tmp_path))
+    base = compress.model_folder(cfg.model)
+    pruned = store.run(compress.prune, cfg, "2", model=base, removed=[2], head="classification")
+    result = store.run(compress.screen, cfg, "2", pruned=pruned, teacher=base, task=task)
+    assert result.steps == 3 and result.samples == 8  # half of the 6-step recovery budget
+    assert 0 <= result.score <= 100 and result.score * 8 / 100 == round(result.score * 8 / 100)
+
+
+@pytest.mark.parametrize(
+    ("screening", "key"),
+    [({"fraction": 1.0}, "screening.fraction"), ({"fraction": 0}, "screening.fraction"),
+     ({"keep": 0}, "screening.keep"), ({"fractoin": 0.2}, "screening.fractoin")],
+)  # fmt: skip
+def test_bad_screening_settings_name_the_key(pipeline_workspace, tmp_path, screening, key):
+    raw = yaml.safe_load(run_config(pipeline_workspace, "bad").read_text())
+    raw["screening"] = screening
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = cli("run", str(path))
+    assert result.returncode == 2 and key in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_only_the_best_per_depth_recover_and_every_candidate_keeps_its_score(
+    pipeline_workspace, tmp_path
+):
+    raw = yaml.safe_load(run_config(pipeline_workspace, "screened").read_text())
+    raw.update(output_dir=str(tmp_path / "exports"))
+    raw["screening"] = {"fraction": 0.5, "keep": 1, "samples": 8}
+    raw["comparisons"].update(strategies=["top", "bottom"], off_the_shelf=[])
+    path = tmp_path / "screened.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = cli("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads((tmp_path / "exports/screened/report/results.json").read_text())
+    compressed = [m for m in results["models"] if m["kind"] in ("asc", "strategy")]
+    assert compressed and all(m["screening"] is not None for m in compressed)
+    evaluated = {e["model"] for e in results["evaluations"]}
+    by_depth: dict[int, set] = {}
+    for m in compressed:
+        if m["screening"]["continued"]:
+            by_depth.setdefault(len(m["removed_layers"]), set()).add(tuple(m["removed_layers"]))
+            assert m["name"] in evaluated
+        else:
+            assert m["name"] not in evaluated
+    depths = {len(m["removed_layers"]) for m in compressed}
+    assert set(by_depth) == depths and all(len(s) == 1 for s in by_depth.values())
+    for m in compressed:  # the one that continued scored best at its depth
+        peers = [p for p in compressed if len(p["removed_layers"]) == len(m["removed_layers"])]
+        if m["screening"]["continued"]:
+            assert m["screening"]["score"] == max(p["screening"]["score"] for p in peers)
