@@ -15,6 +15,7 @@ from pydantic import (
 )
 
 from asc_deploy.errors import UserError
+from asc_deploy.measure.scenarios import ScenarioConfig
 
 
 class Strict(BaseModel):
@@ -219,6 +220,8 @@ class BenchConfig(Strict):
     rounds: int = Field(3, ge=1)
     include_torch: bool = True
     tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: deploy/tensorrt.py)
+    # Serving scenarios measured with MLPerf LoadGen (none unless `scenarios.run` names them).
+    scenarios: ScenarioConfig = ScenarioConfig()
 
     @field_validator("providers")
     @classmethod

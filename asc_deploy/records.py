@@ -214,6 +214,7 @@ class BenchRun(Record):
     flags: list[str] = []
     measurements: list[Measurement]
     scenarios: list[dict[str, Any]] = []  # serving scenarios (LoadGen), when measured
+    scenario_settings: dict[str, Any] | None = None
 
     @model_validator(mode="after")
     def _tag_measurements(self) -> BenchRun:

@@ -99,6 +99,14 @@ def bench(
         for target in torch_targets(reference.path):
             target.model = reference_name  # the folder may be named anything
             targets.append(target)
-    run = BenchRun.model_validate(run_bench(targets, settings, progress=status_line))
+    doc = run_bench(targets, settings, progress=status_line)
+    scenarios = s["bench"].scenarios
+    if scenarios.run:  # serving scenarios on the same targets, each LoadGen run in a fresh process
+        from asc_deploy.measure.scenarios import run_scenarios, scenario_flags
+
+        records = run_scenarios(targets, settings, scenarios, progress=status_line)
+        doc.update(scenarios=records, scenario_settings=scenarios.record())
+        doc["flags"] += scenario_flags(records)
+    run = BenchRun.model_validate(doc)
     write_json_atomic(ctx.root / "bench.json", run.dump())
     return run
