@@ -7,6 +7,7 @@ never leaves a half-written folder where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import os
@@ -92,6 +93,40 @@ def remove_stale_temporaries(dest: str | Path) -> list[Path]:
         shutil.rmtree(entry, ignore_errors=True)
         removed.append(entry)
     return removed
+
+
+LOCK_FILE = ".asc-deploy.lock"
+
+
+@contextlib.contextmanager
+def exclusive_folder(folder: str | Path, what: str = "asc-deploy run") -> Iterator[Path]:
+    """Hold `folder` for this process; UserError if another live process holds it.
+
+    An flock on `folder/.asc-deploy.lock` (which names the holder's pid): the kernel releases it
+    when the holder exits, however it exits, so a killed run never blocks the next one.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK_FILE
+    with open(path, "a+", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(
+                f"another {what} (pid {holder}) is using {folder}; wait for it to finish or "
+                "choose another output folder"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        try:
+            yield folder
+        finally:
+            handle.seek(0)
+            handle.truncate()
 
 
 def _nearest_existing(path: Path) -> Path:

@@ -131,3 +131,34 @@ def _dead_pid() -> int:
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True
     )
     return int(child.stdout)
+
+
+_HOLDER = """
+import sys
+from asc_deploy.fsutil import exclusive_folder
+with exclusive_folder(sys.argv[1]):
+    print("held", flush=True)
+    sys.stdin.read()  # until the test closes our stdin (or kills us)
+"""
+
+
+def test_a_second_run_on_one_output_folder_is_refused_until_the_first_dies(tmp_path):
+    from asc_deploy.errors import UserError
+    from asc_deploy.fsutil import exclusive_folder
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(tmp_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        refused = pytest.raises(UserError, match=f"pid {holder.pid}\\) is using")
+        with refused, exclusive_folder(tmp_path):
+            pass
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the kernel still drops the lock
+        holder.wait()
+    with exclusive_folder(tmp_path) as held:
+        assert held == tmp_path
