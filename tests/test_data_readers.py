@@ -98,6 +98,8 @@ def test_squad_unanswerable_has_no_answers():
         ("ragged.tsv", "text\tlabel\nhello\n", "number of fields"),
         ("bad.json", "{not json", "not valid JSON"),
         ("bad.jsonl", '{"a": 1}\n[1, 2]\n', "one JSON object per line"),
+        ("twice.tsv", "label\ttext\tlabel\n0\thi\t1\n", "label appear twice"),
+        ("twice.csv", "text,label,text\nhi,1,yo\n", "text appear twice"),
     ],
 )
 def test_bad_files_are_user_errors(tmp_path, name, content, message):

@@ -56,6 +56,10 @@ def _read_delimited(path: Path, delimiter: str) -> list[Record]:
         reader = csv.DictReader(f, delimiter=delimiter, quoting=quoting)
         if not reader.fieldnames:
             return []
+        repeated = sorted({n for n in reader.fieldnames if reader.fieldnames.count(n) > 1})
+        if repeated:
+            # DictReader would keep the last such column without a word.
+            raise UserError(f"{path}: column(s) {', '.join(repeated)} appear twice in the header")
         rows = []
         for line_no, row in enumerate(reader, start=2):
             if None in row or any(v is None for v in row.values()):
