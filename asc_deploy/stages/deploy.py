@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from asc_deploy.config import ExportConfig
+from asc_deploy.errors import UserError
 from asc_deploy.records import ArtifactSet, ModelFolder
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Feature, Task
@@ -137,6 +138,12 @@ def export(
 
             tokenizer = load_tokenizer(model.path)
         fp32 = folder / "fp32"
-        build_variant(variant, fp32, folder / variant, settings, task, tokenizer, reuse=reuse)
+        try:
+            build_variant(variant, fp32, folder / variant, settings, task, tokenizer, reuse=reuse)
+        except UserError as exc:
+            if variant != "int8-mixed":
+                raise
+            skipped[variant] = str(exc)  # no mix within the budget: say so, keep the others
+            continue
         built[variant] = str(folder / variant)
     return ArtifactSet(model=name, artifacts=built, skipped=skipped)
