@@ -59,7 +59,7 @@ def _label(item: R.Item) -> str:
     return f"{item.model} {item.variant}"
 
 
-def picks(recommendation: dict[str, Pick]) -> list[Pick]:
+def _picks(recommendation: dict[str, Pick]) -> list[Pick]:
     """Every host's pick for every provider, without repeats."""
     out: list[Pick] = []
     for rec in recommendation.values():
@@ -80,7 +80,7 @@ def _nothing(scope: Scope) -> str:
 def _scoped_evaluations(
     results: Results, recommendation: dict[str, Pick], scope: Scope
 ) -> list[Evaluation]:
-    keys = {(p.model, p.variant) for p in picks(recommendation)}
+    keys = {(p.model, p.variant) for p in _picks(recommendation)}
     if scope == "asc":
         asc = {m.name for m in results.models if m.kind == "asc"}
         keys |= {e.key for e in results.evaluations if e.model in asc}

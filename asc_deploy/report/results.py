@@ -15,6 +15,7 @@ from asc_deploy.records import (
     KIND_ORDER,
     VARIANT_ORDER,
     BenchRun,
+    Evaluation,
     Measurement,
     Results,
     host_label,
@@ -115,7 +116,7 @@ def speedup(
     return base.latency_ms.p50 / m.latency_ms.p50
 
 
-def evaluations_of(results: Results, keys: Sequence[Key]) -> list:
+def evaluations_of(results: Results, keys: Sequence[Key]) -> list[Evaluation]:
     """The evaluations of `keys` that exist, in report order."""
     found = [results.evaluation(*key) for key in keys]
     return sort_items(results, [e for e in found if e is not None])
