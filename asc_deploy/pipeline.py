@@ -23,6 +23,7 @@ from asc_deploy.records import (
     Evaluation,
     ModelEntry,
     ModelFolder,
+    Pruned,
     Results,
     RunInfo,
     Screening,
@@ -48,9 +49,6 @@ class Pipeline:
         self.task = build_task(cfg.task)
         self.config_path = config_path
         self.store = StageStore(Context(self.root, frozenset(force or ())))
-        self.head = (
-            "question-answering" if self.task.family == "question-answering" else "classification"
-        )
 
     def run(self) -> Results:
         started, clock = dt.datetime.now(dt.UTC), time.perf_counter()
@@ -116,17 +114,7 @@ class Pipeline:
         distinct: dict[tuple[int, ...], ModelEntry] = {}
         for candidate in candidates:
             distinct.setdefault(tuple(candidate.removed_layers), candidate)
-        pruned = {
-            layers: self.store.run(
-                compress.prune,
-                self.cfg,
-                "-".join(map(str, layers)),
-                model=base,
-                removed=list(layers),
-                head=self.head,
-            )  # fmt: skip
-            for layers in distinct
-        }
+        pruned = {layers: self._prune(base, layers) for layers in distinct}
         screening = self._screen(pruned, base) if self.cfg.screening else {}
         recovered: dict[tuple[int, ...], str] = {}  # layer set -> recovered folder
         entries = []
@@ -150,20 +138,22 @@ class Pipeline:
             entries.append(candidate.model_copy(update=update))
         return entries
 
+    def _prune(self, base: ModelFolder, layers: tuple[int, ...]) -> Pruned:
+        label = "-".join(map(str, layers))
+        return self.store.run(
+            compress.prune, self.cfg, label, model=base, removed=list(layers), head=self.task.family
+        )
+
     def _screen(self, pruned: dict, base: ModelFolder) -> dict[tuple[int, ...], Screening]:
         """A short recovery of every distinct layer set, scored on held-out training examples;
         the best `screening.keep` of each depth continue."""
         scores = {
             layers: self.store.run(
-                compress.screen,
-                self.cfg,
-                "-".join(map(str, layers)),
-                pruned=record,
-                teacher=base,
-                task=self.task,
-            )  # fmt: skip
+                compress.screen, self.cfg, "-".join(map(str, layers)),
+                pruned=record, teacher=base, task=self.task,
+            )
             for layers, record in pruned.items()
-        }
+        }  # fmt: skip
         keep = self.cfg.screening.keep
         by_depth: dict[int, list[tuple[int, ...]]] = {}
         for layers in scores:  # candidate order: ASC first, so it wins ties

@@ -35,14 +35,20 @@ def finetune_base(s: Settings, ctx: Context, task: Task) -> ModelFolder:
     """The uncompressed fine-tuned model: given as it is, or fine-tuned on the task here."""
     if s["model_finetuned"]:
         return model_folder(s["model"])
-    from asc_deploy.compress.finetune import finetune
 
     announce(f"fine-tune {s['model']} on {task.name}")
+    return _finetune(s, ctx, s["model"], task, "uncompressed")
+
+
+def _finetune(s: Settings, ctx: Context, source: str, task: Task, name: str) -> ModelFolder:
+    """`source` fine-tuned on the task with the base recipe into `<run>/models/<name>`."""
+    from asc_deploy.compress.finetune import finetune
+
     out = finetune(
-        s["model"],
+        source,
         task,
         s["finetune"],
-        ctx.root / "models" / "uncompressed",
+        ctx.root / "models" / name,
         force="finetune" in ctx.force,
         trust_remote_code=s["trust_remote_code"],
     )
@@ -192,7 +198,7 @@ def _greedy_order(s, model: ModelFolder, task: Task, total: int, count: int) -> 
     from asc_deploy.models.loading import load_model_and_tokenizer
 
     announce(f"greedy layer selection on {s['comparisons.greedy_samples']} training examples")
-    head = "question-answering" if task.family == "question-answering" else "classification"
+    head = task.family  # a task's family names the head its model carries
     loaded, tokenizer = load_model_and_tokenizer(
         model.path, head, label_names=task.label_names or None,
         trust_remote_code=s["trust_remote_code"],
@@ -263,18 +269,8 @@ def finetune_off_the_shelf(
     """An off-the-shelf compressed model, fine-tuned on the task with the base recipe."""
     if spec.finetuned:
         return model_folder(spec.model)
-    from asc_deploy.compress.finetune import finetune
-
     announce(f"fine-tune off-the-shelf {spec.name} ({spec.model})")
-    out = finetune(
-        spec.model,
-        task,
-        s["finetune"],
-        ctx.root / "models" / spec.name,
-        force="finetune" in ctx.force,
-        trust_remote_code=s["trust_remote_code"],
-    )
-    return model_folder(out)
+    return _finetune(s, ctx, spec.model, task, spec.name)
 
 
 @stage(
@@ -306,7 +302,7 @@ def screen(
         force="screen" in ctx.force,
         trust_remote_code=s["trust_remote_code"],
     )
-    head = "question-answering" if task.family == "question-answering" else "classification"
+    head = task.family  # a task's family names the head its model carries
     model, tokenizer = load_model_and_tokenizer(out, head, label_names=task.label_names or None)
     result = evaluate_torch(model, tokenizer, score, with_cls=False)
     return ScreenScore(

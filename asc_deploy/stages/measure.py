@@ -46,7 +46,7 @@ def _evaluate_torch(source: Path, task: Task, variant: str):
     from asc_deploy.models.loading import count_parameters, load_model_and_tokenizer
     from asc_deploy.tasks.evaluation import evaluate_torch
 
-    head = "question-answering" if task.family == "question-answering" else "classification"
+    head = task.family  # a task's family names the head its model carries
     model, tokenizer = load_model_and_tokenizer(source, head, label_names=task.label_names or None)
     parameters = count_parameters(model)
     if variant == "torch-dynamic-int8":
