@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from asc_deploy.measure import harness
-from asc_deploy.records import Results, load_results
+from asc_deploy.records import Results, host_label, load_results
 
 
 def _cli(monkeypatch, capsys, *args) -> tuple[int, str, str]:
@@ -179,3 +179,37 @@ def test_a_malformed_bench_file_exits_two(
     assert code == 2
     assert err.startswith("error: ") and len(err.strip().splitlines()) == 1 and message in err
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
+    monkeypatch, capsys, tmp_path, run_results_file, results
+):
+    """`bench --scenario` on two of the run's artifacts, then `report --bench` shows them."""
+    from pipeline_helpers import cli
+
+    artifacts = [results.evaluation(m, "fp32").artifact for m in ("uncompressed", "asc-0.20")]
+    bench = tmp_path / "served.json"
+    scenarios = ["--scenario", "SingleStream", "--scenario", "Server", "--scenario", "Offline"]
+    server = ["--target-qps", "100", "--latency-bound-ms", "500", "--min-queries", "500"]
+    fast = ["--threads", "1", "--warmup", "1", "--scenario-seconds", "0.3"]
+    served = cli("bench", *artifacts, *scenarios, *server, *fast, "-o", str(bench))
+    assert served.returncode == 0, served.stderr[-2000:]
+    records = json.loads(bench.read_text())["scenarios"]
+    code, _, err = _cli(
+        monkeypatch, capsys, run_results_file, "--bench", bench, "-o", tmp_path / "r"
+    )
+    assert code == 0, err
+    md = (tmp_path / "r" / "report.md").read_text()
+    label = host_label(results.bench[0].host)
+    table = md.split(f"### Serving scenarios (MLPerf LoadGen) on {label}, cpu")[1].split("###")[0]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    rows = {row[0]: row for row in cells if len(row) == 8}
+    assert rows["uncompressed"][1] == "fp32"
+    assert rows["uncompressed"][3] == rows["uncompressed"][7] == "1.00x"
+    value = {(r["model"], r["scenario"]): r["value"] for r in records}
+    ratio = value[("asc-0.20", "SingleStream")] / value[("uncompressed", "SingleStream")]
+    assert rows["asc-0.20"][3] == f"{round(ratio, 4):.2f}x"
+    assert "Ratios against uncompressed fp32" in table
+    png = tmp_path / "r" / "plots" / "server-p99-0-cpu.png"
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -20,14 +20,18 @@ caption { caption-side: bottom; font-size: 12px; color: #555; text-align: left; 
 .verdict { font-size: 1.4em; } figure { margin: 1em 0; } img { max-width: 100%; }
 figcaption { font-size: 12px; color: #555; }
 .scroll { overflow-x: auto; }
+td.wrap { white-space: normal; min-width: 30em; }
 """
 
 
+WRAP_AT = 60
 NUMBER = re.compile(r"^([-+–]?\d|–$)")  # numbers, cells leading with one, and dashes: right
 
 
 def _cell(text: str) -> str:
     cls = {"PASS": "pass", "FAIL": "fail"}.get(text) or ("num" if NUMBER.match(text) else None)
+    if cls is None and len(text) > WRAP_AT:
+        cls = "wrap"  # a sentence (a flag, a gate's reason) wraps instead of widening the table
     return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
 
 

@@ -13,12 +13,14 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.fsutil import write_json_atomic, write_text_atomic
 from asc_deploy.records import Gate, Results, host_label, validate
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
+from asc_deploy.report import scenarios as serving
 from asc_deploy.report.document import (
     Block,
     Bullets,
@@ -122,7 +124,45 @@ def build_plots(results: Results, config: GatesConfig) -> list[Image]:
             plots.reliability_diagrams(results),
         )
     )
+    for n, (host, provider, records) in enumerate(_served(results)):
+        png = serving.p99_vs_qps_png(records, provider)
+        caption = f"Server scenario: p99 latency vs offered load, {provider} on {host}"
+        out.append(Image(f"plots/server-p99-{n}-{provider}.png", caption, png))
     return [img for img in out if img.png is not None]
+
+
+def _served(results: Results) -> list[tuple[str, str, list[dict[str, Any]]]]:
+    """(host label, provider, LoadGen scenario records) of each bench run that served any."""
+    return [
+        (host_label(run.host), provider, run.scenarios)
+        for run in results.bench
+        for provider in dict.fromkeys(r["provider"] for r in run.scenarios)
+    ]
+
+
+def scenario_tables(results: Results) -> list[tables.Table]:
+    """The serving scenarios of each host and provider, as ratios to the uncompressed model."""
+    out = []
+    reference = results.reference().name
+    for host, provider, records in _served(results):
+        served = [
+            r["variant"] for r in records if (r["model"], r["provider"]) == (reference, provider)
+        ]
+        # PyTorch when it was served (the study's baseline), else the variant that was.
+        variant = "torch" if "torch" in served or not served else served[0]
+        note = (
+            f"Ratios against {reference} {variant}: lower is better for SingleStream p90, higher "
+            "for Server QPS at the p99 bound and Offline samples/s; INVALID is LoadGen's verdict."
+        )
+        out.append(
+            tables.Table(
+                f"Serving scenarios (MLPerf LoadGen) on {host}, {provider}",
+                list(serving.COLUMNS),
+                serving.table_rows(records, (reference, variant), provider),
+                note,
+            )
+        )
+    return out
 
 
 def _notes(results: Results) -> list[str]:
@@ -164,6 +204,7 @@ def build_document(results: Results, images: list[Image]) -> list[Block]:
         blocks += [Heading("Plots"), *images]
     blocks.append(Heading("Details"))
     blocks += [tables.latency_table(results, label) for label in R.host_labels(results)]
+    blocks += scenario_tables(results)
     blocks.append(tables.hosts_table(results))
     notes = _notes(results)
     if notes:

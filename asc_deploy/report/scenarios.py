@@ -46,7 +46,7 @@ def _value(value: float | None, validity: str | None) -> str:
         return "-"
     if value is None:
         return validity  # INVALID: LoadGen's verdict, not a number
-    return f"{value:.4g}"
+    return f"{value:,.0f}" if value >= 1000 else f"{value:.4g}"  # 77,914 rather than 7.791e+04
 
 
 def p99_vs_qps_png(records: list[dict[str, Any]], provider: str = "cpu") -> bytes | None:
