@@ -108,3 +108,10 @@ def test_only_the_best_per_depth_recover_and_every_candidate_keeps_its_score(
         peers = [p for p in compressed if len(p["removed_layers"]) == len(m["removed_layers"])]
         if m["screening"]["continued"]:
             assert m["screening"]["score"] == max(p["screening"]["score"] for p in peers)
+    report = (tmp_path / "exports/screened/report/report.md").read_text()
+    screening = report.split("### Screening")[1].split("###")[0]
+    rows = [line for line in screening.splitlines() if line.startswith("| ") and "---" not in line]
+    assert len(rows) == len(compressed) + 1  # header + one per candidate
+    assert sum(row.count("| yes |") for row in rows) == len(depths)
+    layer_choice = report.split("### Layer-choice")[1].split("###")[0]
+    assert "screened out" in layer_choice

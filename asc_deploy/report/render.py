@@ -200,6 +200,9 @@ def build_document(results: Results, images: list[Image]) -> list[Block]:
         tables.layer_choice_table(results),
         *_similarity_scale(results),
     ]
+    screening = tables.screening_table(results)
+    if screening is not None:
+        blocks.append(screening)
     if images:
         blocks += [Heading("Plots"), *images]
     blocks.append(Heading("Details"))

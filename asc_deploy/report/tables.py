@@ -343,6 +343,8 @@ def _column_order(name: str) -> tuple[int, str]:
 def _model_cell(results: Results, model: ModelEntry) -> str | None:
     """'85.78 Δ -0.40 [-1.30, +0.50] · layers 1,3 · t=0.9' for one model, None if not evaluated."""
     ev = results.torch_evaluation(model.name)
+    if model.screening is not None and not model.screening.continued:
+        return f"screened out ({fmt(model.screening.score)} held-out)"
     if ev is None or ev.primary is None:
         return None
     parts = [fmt(ev.primary)]
@@ -372,9 +374,16 @@ def _seed_cell(results: Results, models: list[ModelEntry]) -> str | None:
     return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f} (n={len(values)})"
 
 
+def _screened_out_cell(models: list[ModelEntry]) -> str | None:
+    scores = [m.screening.score for m in models if m.screening and not m.screening.continued]
+    if not scores:
+        return None
+    return f"screened out ({fmt(statistics.mean(scores))} held-out)"
+
+
 def _cell(results: Results, models: list[ModelEntry]) -> str:
     if any(m.seed is not None for m in models):
-        text = _seed_cell(results, models)
+        text = _seed_cell(results, models) or _screened_out_cell(models)
     else:
         cells = [c for m in models if (c := _model_cell(results, m)) is not None]
         text = " / ".join(cells) if cells else None
@@ -415,6 +424,37 @@ def layer_choice_table(results: Results) -> Table:
     )
     if not table.rows:
         table.note = "No pruned model in this run."
+    return table
+
+
+def screening_table(results: Results) -> Table | None:
+    """Every screened candidate: its short-recovery score on held-out training examples and
+    whether it went on to full recovery; None when the run did not screen."""
+    screened = [m for m in results.models if m.screening is not None]
+    if not screened:
+        return None
+    table = Table(
+        "Screening (short recovery, scored on held-out training examples)",
+        ["Candidate", "Criterion", "Removed layers", "Score", "Steps", "Continued", "Note"],
+    )
+    for m in sorted(screened, key=lambda m: (m.removed, -m.screening.score)):
+        table.rows.append(
+            [
+                m.name,
+                m.strategy or m.kind,
+                ",".join(map(str, m.removed_layers)),
+                fmt(m.screening.score),
+                str(m.screening.steps),
+                "yes" if m.screening.continued else "",
+                m.note or "",
+            ]
+        )
+    first = screened[0].screening
+    table.note = (
+        f"{results.task.primary_metric} on the last {first.samples} training examples after "
+        f"{first.steps} recovery steps on the rest; the best of each depth recovered fully. The "
+        "evaluation split is never read while screening."
+    )
     return table
 
 
