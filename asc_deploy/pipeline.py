@@ -291,14 +291,16 @@ def run_pipeline(
     cfg: RunConfig, force: set[str] | None = None, config_path: Path | None = None
 ) -> tuple[Results, int]:
     """Run every stage, write the report; returns (analysed results, 1 when a gate fails)."""
+    from asc_deploy.fsutil import exclusive_folder
     from asc_deploy.preflight import check_run
     from asc_deploy.report.gates import failure_lines
     from asc_deploy.report.render import write_report
 
     check_run(cfg)
     pipeline = Pipeline(cfg, force, config_path)
-    results = pipeline.run()
-    analysed = write_report(results, pipeline.root / "report", cfg.gates)
+    with exclusive_folder(pipeline.root):  # a second run on the same folder is refused
+        results = pipeline.run()
+        analysed = write_report(results, pipeline.root / "report", cfg.gates)
     failures = failure_lines(analysed.gates)
     for line in failures:
         status_line(line)

@@ -226,3 +226,16 @@ def test_export_verb_and_run_export_the_same_way(full_run, pipeline_workspace, t
     assert ours["inputs_hash"] == theirs["inputs_hash"]
     a, b = load_sample_inputs(dest), load_sample_inputs(run_artifact)
     assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_a_second_run_on_the_same_output_folder_is_refused(pipeline_workspace, tmp_path):
+    from asc_deploy.fsutil import exclusive_folder
+
+    raw = yaml.safe_load(run_config(pipeline_workspace, "twice").read_text())
+    raw["output_dir"] = str(tmp_path / "exports")
+    path = tmp_path / "twice.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with exclusive_folder(tmp_path / "exports" / "twice"):
+        result = cli("run", str(path))
+    assert result.returncode == 2 and "another asc-deploy run" in result.stderr
+    assert not (tmp_path / "exports" / "twice" / "stages").exists()

@@ -103,7 +103,7 @@ def bench(
         from asc_deploy.measure import scenarios as scen
 
         scenarios = scen.scenario_config(
-            getattr(base, "scenarios", None),  # the bench config's `scenarios` part, once wired
+            base.scenarios,
             run=scenario,
             latency_bound_ms=latency_bound_ms,
             server_target_qps=target_qps,

@@ -273,6 +273,7 @@ def quantize_artifact(
     from asc_deploy.fsutil import hash_json
 
     parent = artifacts.verify_artifact(parent_dir)
+    artifacts.require_float32_parent(parent, parent_dir, f"quantize --mode {mode}")
     if mode == "dynamic":
         chosen = resolve_isa(isa)
         settings = {"mode": mode, "isa": chosen, **int8_settings(chosen, per_channel)}
