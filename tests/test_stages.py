@@ -164,7 +164,7 @@ def test_a_provider_this_host_lacks_fails_before_training(pipeline_workspace, tm
 
 def test_a_gate_shape_the_bench_never_measures_is_refused(pipeline_workspace):
     raw = yaml.safe_load(run_config(pipeline_workspace, "shape").read_text())
-    raw["gates"]["speedup_shape"] = [8, 128]
+    raw["gates"].update(speedup_shape=[8, 128], min_speedup=1.5)
     with pytest.raises(ValueError, match="speedup_shape 8x128 is not measured"):
         RunConfig.model_validate(raw)
 
