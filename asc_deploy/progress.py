@@ -2,7 +2,8 @@
 
 When stderr is not a terminal (a CI log, a file) or CI is set, a long stage prints a line when 5%
 of the work or 30 seconds have passed since its last line, whichever comes first (count, rate,
-ETA), and one line when it ends. ASC_QUIET keeps only the end line.
+ETA), but never two within 5 seconds (a stage of a few seconds prints only its end line), and one
+line when it ends. ASC_QUIET keeps only the end line.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 LINE_EVERY_FRACTION = 0.05
 LINE_EVERY_SECONDS = 30.0
+MIN_SECONDS_BETWEEN_LINES = 5.0  # 5% of a 3-second evaluation is not worth a line
 
 
 def interactive() -> bool:
@@ -63,8 +65,9 @@ class ProgressLines:
         if not self.periodic:
             return
         now = self.clock()
+        since = now - self.last_time
         by_work = self.step_gap is not None and done - self.last_done >= self.step_gap
-        if by_work or now - self.last_time >= LINE_EVERY_SECONDS:
+        if (by_work and since >= MIN_SECONDS_BETWEEN_LINES) or since >= LINE_EVERY_SECONDS:
             self.emit(self._line(done, now, details))
             self.last_time, self.last_done = now, done
 

@@ -7,9 +7,10 @@ processed longest-first so that dynamic padding wastes little, then put back in 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -191,28 +192,13 @@ def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
 
-class _progress:
-    """A rich progress bar (or nothing) that yields an `advance(n)` callable."""
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[int], None]]:
+    """`advance(n)`: the shared progress (a live bar on a terminal, periodic lines in a CI log)."""
+    if not enabled:
+        yield lambda n: None
+        return
+    from asc_deploy.progress import progress_bar
 
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-
-    def __enter__(self):
-        if not self.enabled:
-            return lambda n: None
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
-
-        self._bar = Progress(
-            "[progress.description]{task.description}",
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            transient=True,
-        )
-        self._bar.start()
-        tid = self._bar.add_task("inference", total=self.total)
-        return lambda n: self._bar.advance(tid, n)
-
-    def __exit__(self, *exc) -> None:
-        if self.enabled:
-            self._bar.stop()
+    with progress_bar("inference", total) as advance:
+        yield advance
