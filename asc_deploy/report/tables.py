@@ -386,7 +386,7 @@ def _cell(results: Results, models: list[ModelEntry]) -> str:
         text = _seed_cell(results, models) or _screened_out_cell(models)
     else:
         cells = [c for m in models if (c := _model_cell(results, m)) is not None]
-        text = " / ".join(cells) if cells else None
+        text = " / ".join(dict.fromkeys(cells)) if cells else None  # twins show once
     return text or MISSING
 
 
