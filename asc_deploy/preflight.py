@@ -18,6 +18,7 @@ from asc_deploy.errors import UserError
 def check_run(cfg: RunConfig) -> None:
     _check_providers(cfg.bench.providers)
     _check_model(cfg.model, "model")
+    _check_depths(cfg)
     for spec in cfg.comparisons.off_the_shelf:
         _check_model(spec.model, f"comparisons.off_the_shelf[{spec.name}].model")
     _check_data(cfg)
@@ -49,6 +50,26 @@ def _check_model(name: str, key: str) -> None:
     if _looks_local(name) and not (path / "config.json").is_file():
         hint = " (run `make models` to stage the offline encoders)" if ".cache" in name else ""
         raise UserError(f"{key}: {name} is not a model folder with config.json{hint}")
+
+
+def _check_depths(cfg: RunConfig) -> None:
+    """Every requested number of removed layers must leave at least one layer."""
+    if not Path(cfg.model).expanduser().is_dir():
+        return  # a hub id: its depth is known only once it is downloaded
+    from asc_deploy.models.loading import load_config
+
+    config = load_config(cfg.model, cfg.trust_remote_code)
+    layers = getattr(config, "n_layers", None) or config.num_hidden_layers
+    for key, counts in (
+        ("asc.remove_layers", cfg.asc.remove_layers),
+        ("comparisons.layer_counts", cfg.comparisons.layer_counts),
+    ):
+        for count in counts:
+            if not 1 <= count < layers:
+                raise UserError(
+                    f"{key}: {count} layers cannot be removed from this {layers}-layer model "
+                    f"(keep at least one); use 1..{layers - 1}"
+                )
 
 
 def _check_data(cfg: RunConfig) -> None:

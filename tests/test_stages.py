@@ -239,3 +239,15 @@ def test_a_second_run_on_the_same_output_folder_is_refused(pipeline_workspace, t
         result = cli("run", str(path))
     assert result.returncode == 2 and "another asc-deploy run" in result.stderr
     assert not (tmp_path / "exports" / "twice" / "stages").exists()
+
+
+@pytest.mark.parametrize(
+    ("section", "key"), [("asc", "remove_layers"), ("comparisons", "layer_counts")]
+)
+def test_a_depth_the_model_does_not_have_fails_before_training(pipeline_workspace, section, key):
+    from asc_deploy.preflight import check_run
+
+    raw = yaml.safe_load(run_config(pipeline_workspace, "deep").read_text())
+    raw.setdefault(section, {})[key] = [4]  # the tiny model has 4 layers
+    with pytest.raises(UserError, match=f"{section}.{key}: 4 layers cannot be removed"):
+        check_run(RunConfig.model_validate(raw))
