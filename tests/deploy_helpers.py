@@ -56,3 +56,19 @@ def export_tiny(
     dest = root / "exports" / f"{arch}-{head}-{layers}" / "fp32"
     manifest = export_artifact(model_dir, dest, family, features_for(model_dir, head))
     return model_dir, dest, manifest
+
+
+def run_cli(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
+    """`asc-deploy ARGS` in this process: (exit code, stdout, stderr)."""
+    import sys
+
+    from asc_deploy.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["asc-deploy", *map(str, args)])
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code or 0
+    out, err = capsys.readouterr()
+    return code, out, err

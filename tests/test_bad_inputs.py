@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import SHARED_DATA, tiny_model, write_tiny_tokenizer
-from deploy_helpers import classification_features
-
-from asc_deploy.cli import main
+from deploy_helpers import classification_features, run_cli
 
 
 @dataclass
@@ -41,17 +39,6 @@ def tiny(tmp_path_factory) -> Tiny:
     int8 = fp32.parent / "int8-dynamic"
     quantize_artifact(fp32, int8, "dynamic", isa="avx2")
     return Tiny(model, fp32, int8)
-
-
-def run_cli(monkeypatch, capsys, *args: str | Path) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["asc-deploy", *map(str, args)])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_one_error_line(code: int, err: str, *needles: str) -> None:

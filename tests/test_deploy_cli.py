@@ -3,22 +3,9 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
-
-from asc_deploy.cli import main
-
-
-def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    monkeypatch.setattr(sys, "argv", ["asc-deploy", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
+from deploy_helpers import run_cli
 
 
 @pytest.fixture

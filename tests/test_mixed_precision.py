@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import pytest
 from conftest import _WORDS, tiny_config
+from deploy_helpers import run_cli
 
 from asc_deploy.deploy.export import export_artifact
 from asc_deploy.deploy.mixed_precision import (
@@ -291,21 +292,6 @@ def test_mpnet_groups_its_shared_relative_position_table_with_the_embeddings(
     assert len(static["layer.0"]) > 6  # ... but quantises the attention score MatMuls too
 
 
-def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    import sys
-
-    from asc_deploy.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["asc-deploy", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as exc:
-        code = exc.code or 0
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -318,7 +304,7 @@ def _cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
 def test_cli_refuses_bad_mixed_requests_in_one_line(planted, monkeypatch, capsys, args, message):
     fp32, _, _ = planted
     out_dir = fp32.parent / "cli-never"
-    code, _, err = _cli(monkeypatch, capsys, "quantize", str(fp32), "-o", str(out_dir), *args)
+    code, _, err = run_cli(monkeypatch, capsys, "quantize", str(fp32), "-o", str(out_dir), *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1
     assert not out_dir.exists()
 
@@ -329,7 +315,7 @@ def test_cli_builds_int8_mixed_from_task_training_data(
     from deploy_helpers import export_tiny
 
     _, fp32, _ = export_tiny(tiny_model_dir, tmp_path, layers=2)
-    code, out, err = _cli(
+    code, out, err = run_cli(
         monkeypatch,
         capsys,
         "quantize",
