@@ -18,7 +18,6 @@ from asc_deploy.config import RunConfig
 from asc_deploy.fsutil import hash_json
 from asc_deploy.progress import status_line
 from asc_deploy.records import (
-    RESULTS_SCHEMA,
     ArtifactSet,
     Evaluation,
     ModelEntry,
@@ -34,7 +33,8 @@ from asc_deploy.stages import compress, deploy, measure
 from asc_deploy.stages.core import Context, StageStore
 
 STAGES = (
-    "finetune", "profile", "select", "prune", "recover", "evaluate", "export", "bench", "report",
+    "finetune", "profile", "select", "prune", "screen", "recover", "evaluate", "export", "bench",
+    "report",
 )  # fmt: skip
 
 
@@ -306,6 +306,3 @@ def run_pipeline(
         status_line(line)
     status_line(f"report: {pipeline.root / 'report' / 'report.md'}")
     return analysed, 1 if failures else 0
-
-
-__all__ = ["RESULTS_SCHEMA", "STAGES", "Pipeline", "run_pipeline"]

@@ -16,7 +16,7 @@ def run(
         list[str] | None,
         typer.Option(
             help="Redo a stage even if cached (repeatable): finetune, profile, select, "
-            "prune, recover, evaluate, export, bench, report; 'all' for every stage."
+            "prune, screen, recover, evaluate, export, bench, report; 'all' for every stage."
         ),
     ] = None,
     as_json: Annotated[

@@ -65,10 +65,3 @@ def explicit_layers(num_layers: int, layers: Sequence[int]) -> list[int]:
         raise UserError(f"layers {outside} do not exist; this model has layers 1..{num_layers}")
     _check_count(num_layers, len(chosen))
     return chosen
-
-
-def layers_for_strategy(strategy: str, num_layers: int, count: int, seed: int = 42) -> list[int]:
-    """A position criterion's choice of `count` layers; `criteria.select_layers` takes them all."""
-    from asc_deploy.compress.criteria import select_layers
-
-    return select_layers(strategy, num_layers, count, seed=seed).layers
