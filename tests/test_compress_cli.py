@@ -9,10 +9,10 @@ import zipfile
 import numpy as np
 import pytest
 
+from asc_deploy.compress.criteria import select_layers
 from asc_deploy.compress.strategies import (
     alternate_layers,
     bottom_layers,
-    layers_for_strategy,
     middle_layers,
     random_layers,
     top_layers,
@@ -61,7 +61,7 @@ def test_strategies_choose_the_expected_layers():
     assert random_layers(12, 4, seed=42) == random_layers(12, 4, seed=42)
     assert random_layers(12, 4, seed=42) != random_layers(12, 4, seed=7)
     with pytest.raises(UserError, match="keep at least one"):
-        layers_for_strategy("top", 6, 6)
+        select_layers("top", 6, 6)
 
 
 def test_profile_then_prune_round_trip(tiny_model_dir, sst2_dir, tmp_path):
