@@ -229,6 +229,26 @@ class BenchConfig(Strict):
         return _canonical_providers(values)
 
 
+class QpsGateConfig(Strict):
+    """`gates.min_qps_at_bound`: the recommended artifact's LoadGen Server QPS at a p99 bound."""
+
+    provider: str = "cpu"
+    latency_bound_ms: float = Field(gt=0)  # must equal bench.scenarios.latency_bound_ms
+    min_qps: float | None = Field(None, gt=0)  # absolute queries per second, or
+    min_ratio: float | None = Field(None, gt=0)  # times the uncompressed model's QPS
+
+    @field_validator("provider")
+    @classmethod
+    def _canonical(cls, value: str) -> str:
+        return _canonical_providers([value])[0]
+
+    @model_validator(mode="after")
+    def _one_limit(self) -> QpsGateConfig:
+        if (self.min_qps is None) == (self.min_ratio is None):
+            raise ValueError("give exactly one of min_qps or min_ratio")
+        return self
+
+
 class GatesConfig(Strict):
     max_accuracy_drop: float | None = Field(None, ge=0)  # points, vs the uncompressed model
     min_speedup: float | None = Field(None, gt=0)
@@ -237,6 +257,7 @@ class GatesConfig(Strict):
     max_latency_regression: float | None = Field(None, ge=0)  # fraction, vs `baseline`
     baseline: Path | None = None  # a previous results.json
     max_size_mb: float | None = Field(None, gt=0)
+    min_qps_at_bound: QpsGateConfig | None = None  # needs bench.scenarios.run to include Server
     # Points: the recommendation picks the fastest artifact within this of the reference.
     accuracy_budget: float = Field(1.0, ge=0)
 
@@ -244,6 +265,72 @@ class GatesConfig(Strict):
     @classmethod
     def _canonical(cls, value: str) -> str:
         return _canonical_providers([value])[0]
+
+
+class StageResources(Strict):
+    """What one task of a stage asks the Ray scheduler for (a task waits until a node has it)."""
+
+    num_cpus: float = Field(1.0, ge=0)
+    num_gpus: float = Field(0.0, ge=0)
+    memory_gb: float | None = Field(None, gt=0)  # Ray's `memory` request; None: no request
+
+
+EXECUTOR_STAGES = ("finetune", "profile", "select", "prune", "screen", "recover", "evaluate",
+                   "export", "bench")  # fmt: skip
+
+
+class ExecutorConfig(Strict):
+    """Where the stages run: `local` (in this process, one after another) or `ray` (independent
+    stages as tasks on a Ray cluster; the output folder must be the same path on every node)."""
+
+    kind: Literal["local", "ray"] = "local"
+    # `auto`: the cluster this machine belongs to (RAY_ADDRESS, else the one `ray start` made
+    # here); `HOST:PORT`: that head's GCS address; `local`: a private one-machine Ray instance.
+    address: str = "auto"
+    # Per-stage requests, e.g. {finetune: {num_gpus: 1}}; an unnamed stage asks for one CPU.
+    resources: dict[str, StageResources] = {}
+    # Custom Ray resources naming bench hosts (`ray start --resources '{"target:cpu-avx512": 1}'`):
+    # the bench runs once on a node holding each, one measurement at a time per node.
+    # Empty: the bench runs on this machine, as with the local executor.
+    targets: list[str] = []
+    max_retries: int = Field(3, ge=0)  # reruns of a task whose node or worker died
+
+    @field_validator("resources")
+    @classmethod
+    def _known_stages(cls, values: dict[str, StageResources]) -> dict[str, StageResources]:
+        for name in values:
+            if name not in EXECUTOR_STAGES:
+                raise ValueError(
+                    f"unknown stage '{name}' in executor.resources; stages: "
+                    f"{', '.join(EXECUTOR_STAGES)}"
+                )
+        return values
+
+    @field_validator("address")
+    @classmethod
+    def _address_form(cls, value: str) -> str:
+        value = value.strip()
+        if value.startswith("ray://"):
+            raise ValueError(
+                "Ray Client addresses (ray://) are not supported: run asc-deploy on a node of "
+                "the cluster with address auto or HOST:PORT"
+            )
+        if value not in ("auto", "local"):
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"address '{value}': use auto, local or HOST:PORT (6379)")
+        return value
+
+    @field_validator("targets")
+    @classmethod
+    def _distinct_targets(cls, values: list[str]) -> list[str]:
+        for name in values:
+            if not name or name in ("CPU", "GPU", "memory", "object_store_memory"):
+                raise ValueError(
+                    f"target '{name}' is not a custom resource; name one a bench host was "
+                    "started with, e.g. target:cpu-avx512"
+                )
+        return list(dict.fromkeys(values))
 
 
 class RunConfig(Strict):
@@ -261,6 +348,7 @@ class RunConfig(Strict):
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()
     gates: GatesConfig = GatesConfig()
+    executor: ExecutorConfig = ExecutorConfig()  # where the stages run (local or ray)
 
     @model_validator(mode="after")
     def _recovery_defaults_to_finetune(self) -> RunConfig:
@@ -273,6 +361,8 @@ class RunConfig(Strict):
         """A speedup gate the bench settings cannot measure would fail only after all the
         training."""
         gates, bench = self.gates, self.bench
+        if gates.min_qps_at_bound is not None:
+            _qps_gate_can_be_checked(gates.min_qps_at_bound, bench)
         if gates.min_speedup is None:
             return self
         if gates.speedup_target not in bench.providers:
@@ -287,6 +377,25 @@ class RunConfig(Strict):
                 f"{bench.batch_sizes}, bench.sequence_lengths {bench.sequence_lengths}); add it"
             )
         return self
+
+
+def _qps_gate_can_be_checked(gate: QpsGateConfig, bench: BenchConfig) -> None:
+    scenarios = bench.scenarios
+    if "Server" not in scenarios.run:
+        raise ValueError(
+            "gates.min_qps_at_bound needs the Server scenario measured; add Server to "
+            "bench.scenarios.run"
+        )
+    if gate.provider not in bench.providers:
+        raise ValueError(
+            f"gates.min_qps_at_bound.provider {gate.provider} is not in bench.providers "
+            f"{bench.providers}; add it there or change the provider"
+        )
+    if gate.latency_bound_ms != scenarios.latency_bound_ms:
+        raise ValueError(
+            f"gates.min_qps_at_bound.latency_bound_ms {gate.latency_bound_ms:g} differs from "
+            f"bench.scenarios.latency_bound_ms {scenarios.latency_bound_ms:g}; make them equal"
+        )
 
 
 def _format_error(err: ValidationError, source: str) -> str:

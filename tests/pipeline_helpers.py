@@ -7,7 +7,7 @@ other values derives them from this run's Results.
 The run: a 4-layer BERT whose layer 2 is (almost) the identity, fine-tuned for 6 steps on 48
 SST-2-style rows; ASC at 0.9 (removes layer 2) and 0.2; top and random (one seed) at the same
 depths; a 2-layer DistilBERT off the shelf; the quantised baselines; fp32 ONNX export; a bench at
-cpu 1x16.
+cpu 1x16 and a short LoadGen Server run per artifact.
 """
 
 from __future__ import annotations
@@ -84,6 +84,17 @@ def run_config(tmp: Path, name: str, **gates) -> Path:
             "warmup": 1,
             "min_iterations": 3,
             "min_seconds": 0.01,
+            # LoadGen's Server scenario, one short run per artifact at a fixed rate: the QPS gate
+            # and the report's serving table read real records. The bound is loose so that a
+            # loaded test machine (a queue that grows for 2 s) still gives VALID runs.
+            "scenarios": {
+                "run": ["Server"],
+                "server_target_qps": 250,
+                "latency_bound_ms": 10000,
+                "min_duration_s": 0.3,
+                "min_query_count": 500,
+                "probe_duration_s": 0.3,
+            },
         },
         "gates": {"speedup_shape": [1, 16], **gates},
     }

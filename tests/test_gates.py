@@ -7,6 +7,7 @@ tiny end-to-end run's records (tests/pipeline_helpers.py), never invented.
 from __future__ import annotations
 
 import pytest
+import yaml
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.errors import UserError
@@ -22,7 +23,7 @@ def results(run_results_file) -> Results:
 
 
 def _config(results: Results, **overrides) -> GatesConfig:
-    return G.gates_config(results).model_copy(update=overrides)
+    return GatesConfig.model_validate({**G.gates_config(results).model_dump(), **overrides})
 
 
 def _run(results: Results, baseline=None, scope="recommended", **overrides) -> dict[str, Gate]:
@@ -204,3 +205,85 @@ def test_invalid_gates_config_is_a_user_error(results):
     results.run.config["gates"]["max_size_gb"] = 1
     with pytest.raises(UserError, match="max_size_gb"):
         G.gates_config(results)
+
+
+def _server(results: Results, model: str, variant: str) -> dict:
+    run = results.bench[0]
+    return next(
+        r
+        for r in run.scenarios
+        if (r["model"], r["variant"], r["scenario"]) == (model, variant, "Server")
+    )
+
+
+def test_qps_gate_reads_the_recommended_artifacts_real_server_run(results):
+    bound = results.bench[0].scenarios[0]["latency_bound_ms"]
+    pick = recommend(results, _config(results))["cpu"]
+    served = _server(results, pick.model, pick.variant)["value"]
+    assert served > 0
+    limit = {"provider": "cpu", "latency_bound_ms": bound}
+    gate = _run(results, min_qps_at_bound={**limit, "min_qps": served})["min_qps_at_bound"]
+    assert gate.passed and gate.value == served and f"{pick.model}/{pick.variant}" in gate.reason
+    gate = _run(results, min_qps_at_bound={**limit, "min_qps": served * 1.01})["min_qps_at_bound"]
+    assert not gate.passed and "<" in gate.reason
+    # By ratio: against the uncompressed PyTorch model served through the same SUT.
+    ratio = served / _server(results, "uncompressed", "torch")["value"]
+    gate = _run(results, min_qps_at_bound={**limit, "min_ratio": ratio * 0.99})["min_qps_at_bound"]
+    assert gate.passed and gate.value == pytest.approx(ratio, abs=1e-4)
+    assert "the QPS of uncompressed/torch" in gate.reason
+    gate = _run(results, min_qps_at_bound={**limit, "min_ratio": ratio * 1.01})["min_qps_at_bound"]
+    assert not gate.passed
+
+
+def test_qps_gate_fails_on_an_invalid_or_missing_server_result(results):
+    bound = results.bench[0].scenarios[0]["latency_bound_ms"]
+    pick = recommend(results, _config(results))["cpu"]
+    record = _server(results, pick.model, pick.variant)
+    record.update(validity="INVALID", value=None)
+    gate = _run(results, min_qps_at_bound={"latency_bound_ms": bound, "min_qps": 1})
+    assert not gate["min_qps_at_bound"].passed
+    assert "Server result INVALID" in gate["min_qps_at_bound"].reason
+    results.bench[0].scenarios.clear()
+    gate = _run(results, min_qps_at_bound={"latency_bound_ms": bound, "min_qps": 1})
+    assert gate["min_qps_at_bound"].reason == "no Server scenario measured on cpu"
+
+
+@pytest.mark.parametrize(
+    "gate, bench, expected",
+    [
+        ({"latency_bound_ms": 50}, {"scenarios": {"run": ["Server"]}}, "exactly one of"),
+        (
+            {"latency_bound_ms": 50, "min_qps": 10, "min_ratio": 2},
+            {"scenarios": {"run": ["Server"]}},
+            "exactly one of",
+        ),
+        ({"latency_bound_ms": 50, "min_qps": 10}, {}, "add Server to bench.scenarios.run"),
+        (
+            {"latency_bound_ms": 20, "min_qps": 10},
+            {"scenarios": {"run": ["Server"], "latency_bound_ms": 50}},
+            "differs from bench.scenarios.latency_bound_ms 50",
+        ),
+        (
+            {"latency_bound_ms": 50, "min_qps": 10, "provider": "cuda"},
+            {"scenarios": {"run": ["Server"]}},
+            "provider cuda is not in bench.providers",
+        ),
+        ({"latency_bound_ms": 0, "min_qps": 10}, {}, "greater than 0"),
+    ],
+)
+def test_a_qps_gate_the_bench_cannot_check_is_refused_up_front(tmp_path, gate, bench, expected):
+    from asc_deploy.config import load_run_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": "m",
+                "task": {"preset": "sst2"},
+                "bench": bench,
+                "gates": {"min_qps_at_bound": gate},
+            }
+        )
+    )
+    with pytest.raises(UserError, match=expected):
+        load_run_config(config)

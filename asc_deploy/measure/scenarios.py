@@ -550,6 +550,13 @@ def _find(records, model, variant, provider, scenario, bound=None) -> dict | Non
     return None
 
 
+def reference_variant(records: list[dict[str, Any]], reference: str, provider: str) -> str:
+    """The reference model's variant the ratios compare against: PyTorch when it was served
+    (the study's baseline), else the first variant that was."""
+    served = [r["variant"] for r in records if (r["model"], r["provider"]) == (reference, provider)]
+    return "torch" if "torch" in served or not served else served[0]
+
+
 def scenario_ratios(
     records: list[dict[str, Any]], reference: tuple[str, str], provider: str = "cpu"
 ) -> list[dict[str, Any]]:

@@ -11,6 +11,9 @@ What each gate checks:
   (same model/variant/provider/batch/sequence, and the same host when the baseline has any
   measurement from one of our hosts); noisy measurements on either side are skipped.
 - max_size_mb (MB = 10^6 bytes): the recommended artifacts (scope "asc": every ASC artifact too).
+- min_qps_at_bound: the recommended artifact on its provider, on every host that ran LoadGen's
+  Server scenario: its VALID QPS at p99 <= the bound reaches min_qps, or min_ratio times the
+  uncompressed model's (PyTorch when served). A missing or INVALID Server result fails.
 Gates left unset (None) are not reported. A gate with nothing to check fails, saying why: a
 release gate that silently passes on missing data is worse than none.
 """
@@ -23,9 +26,18 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from asc_deploy.config import GatesConfig
+from asc_deploy.config import GatesConfig, QpsGateConfig
 from asc_deploy.errors import UserError
-from asc_deploy.records import Evaluation, Gate, Measurement, Pick, Results, load_results
+from asc_deploy.measure.scenarios import check_min_qps, reference_variant
+from asc_deploy.records import (
+    Evaluation,
+    Gate,
+    Measurement,
+    Pick,
+    Results,
+    host_label,
+    load_results,
+)
 from asc_deploy.report import results as R
 
 Scope = Literal["recommended", "asc"]
@@ -202,6 +214,42 @@ def size_gate(
     return Gate(name="max_size_mb", passed=passed, value=round(size, 3), limit=limit, reason=reason)
 
 
+def qps_gate(results: Results, recommendation: dict[str, Pick], config: QpsGateConfig) -> Gate:
+    """The worst host's verdict: every host that served Server must reach the limit."""
+    limit = config.min_qps if config.min_ratio is None else config.min_ratio
+    rec = recommendation.get(config.provider)
+    served = [run for run in results.bench if any(r["scenario"] == "Server" for r in run.scenarios)]
+    if rec is None or not served:
+        what = "no recommended artifact" if rec is None else "no Server scenario measured"
+        reason = f"{what} on {config.provider}"
+        return Gate(name="min_qps_at_bound", passed=False, value=None, limit=limit, reason=reason)
+    reference = results.reference().name
+    verdicts = []
+    for run in served:
+        pick = (rec.by_host or {}).get(host_label(run.host), rec)
+        if pick is None or not pick.model:
+            continue
+        variant = reference_variant(run.scenarios, reference, config.provider)
+        verdict = check_min_qps(
+            run.scenarios,
+            (pick.model, pick.variant),
+            config.provider,
+            config.latency_bound_ms,
+            min_qps=config.min_qps,
+            min_ratio=config.min_ratio,
+            reference=(reference, variant),
+        )
+        if len(served) > 1:
+            verdict["reason"] += f" on {host_label(run.host)}"
+        verdicts.append(verdict)
+    if not verdicts:
+        reason = f"no recommended artifact on {config.provider}"
+        return Gate(name="min_qps_at_bound", passed=False, value=None, limit=limit, reason=reason)
+    # The failing host first, else the one with the least margin.
+    worst = min(verdicts, key=lambda v: (v["passed"], v["value"] or 0.0))
+    return Gate.model_validate(worst)
+
+
 def evaluate_gates(
     results: Results,
     config: GatesConfig,
@@ -219,6 +267,8 @@ def evaluate_gates(
         gates.append(regression_gate(results, baseline, config.max_latency_regression))
     if config.max_size_mb is not None:
         gates.append(size_gate(results, recommendation, config.max_size_mb, scope))
+    if config.min_qps_at_bound is not None:
+        gates.append(qps_gate(results, recommendation, config.min_qps_at_bound))
     return gates
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.fsutil import write_json_atomic, write_text_atomic
+from asc_deploy.measure.scenarios import reference_variant
 from asc_deploy.records import Gate, Results, host_label, validate
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
@@ -145,11 +146,7 @@ def scenario_tables(results: Results) -> list[tables.Table]:
     out = []
     reference = results.reference().name
     for host, provider, records in _served(results):
-        served = [
-            r["variant"] for r in records if (r["model"], r["provider"]) == (reference, provider)
-        ]
-        # PyTorch when it was served (the study's baseline), else the variant that was.
-        variant = "torch" if "torch" in served or not served else served[0]
+        variant = reference_variant(records, reference, provider)
         note = (
             f"Ratios against {reference} {variant}: lower is better for SingleStream p90, higher "
             "for Server QPS at the p99 bound and Offline samples/s; INVALID is LoadGen's verdict."
