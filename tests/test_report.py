@@ -296,3 +296,104 @@ def test_failed_verdict_lists_failures(results, tmp_path):
         f"- gate max_size_mb failed: {pick.model} {pick.variant} is {size:.1f} MB > 0.01 MB" in md
     )
     assert 'class="verdict fail"' in (tmp_path / "report.html").read_text()
+
+
+# -- the bert-99 view ------------------------------------------------------------------------------
+BERT99_HEADERS = ("int8 % of fp32", "int8 Δ vs fp32 [95% CI]")
+
+
+def bert99_cells(table: tables.Table, model: str, variant: str) -> tuple[str, str]:
+    row = next(r for r in table.rows if (r[0], r[2]) == (model, variant))
+    cells = dict(zip(table.headers, row, strict=True))
+    return cells[BERT99_HEADERS[0]], cells[BERT99_HEADERS[1]]
+
+
+def test_bert99_columns_hold_int8_over_its_own_fp32_with_the_paired_interval(results):
+    table = tables.main_table(results)
+    assert set(BERT99_HEADERS) <= set(table.headers)
+    # The tiny run's int8 rows: ONNX int8-dynamic against the fp32 artifact, and PyTorch's
+    # dynamic int8 against PyTorch fp32; both are the uncompressed model's.
+    pairs = {
+        ("uncompressed", "int8-dynamic"): "fp32",
+        ("uncompressed", "torch-dynamic-int8"): "torch",
+    }
+    for (model, variant), fp32_variant in pairs.items():
+        int8, fp32 = results.evaluation(model, variant), results.evaluation(model, fp32_variant)
+        percent, delta = bert99_cells(table, model, variant)
+        ratio = int8.primary / fp32.primary * 100
+        assert percent == f"{ratio:.2f}%" + ("" if ratio >= 99 else " ✗")
+        # The interval is int8 vs its own fp32 on the real predictions, not vs the reference.
+        own = compare_prediction_files(fp32.predictions, int8.predictions, "classification")
+        assert delta == interval(own["accuracy"].to_dict())
+        assert own["accuracy"].delta == pytest.approx(int8.primary - fp32.primary)
+    # Rows that are not int8 leave the columns blank.
+    assert bert99_cells(table, "uncompressed", "fp32") == ("", "")
+    assert bert99_cells(table, "asc-0.90", "torch") == ("", "")
+    assert "bert-99" in table.note and "†" not in table.note
+
+
+def test_int8_below_99_percent_of_fp32_is_marked_in_every_output(results, tmp_path):
+    fp32 = results.evaluation("uncompressed", "fp32")
+    # 98% of fp32: a bert-99 miss. The predictions on disk no longer give this metric, so the
+    # interval falls back to the stored one against the uncompressed PyTorch model, flagged.
+    missed = with_evaluation(results, "uncompressed", "int8-dynamic", primary=0.98 * fp32.primary)
+    table = tables.main_table(missed)
+    percent, delta = bert99_cells(table, "uncompressed", "int8-dynamic")
+    assert percent == "98.00% ✗"
+    assert delta == interval(missed.evaluation("uncompressed", "int8-dynamic").comparison) + "†"
+    assert "† those predictions were not readable here" in table.note
+    row = next(
+        i
+        for i, r in enumerate(table.rows)
+        if r[:3] == ["uncompressed", "reference", "int8-dynamic"]
+    )
+    column = table.headers.index(BERT99_HEADERS[0])
+    assert table.marks[(row, column)] == "fail"
+    # Marked: exactly the int8 rows under 99% of their fp32.
+    shares = {
+        i: float(r[column].split("%")[0]) for i, r in enumerate(table.rows) if r[column].strip()
+    }
+    assert set(table.marks) == {(i, column) for i, share in shares.items() if share < 99}
+    assert "| **98.00% ✗** |" in tables.to_markdown(table)
+    write_report(missed, tmp_path, with_plots=False)
+    assert '<td class="num fail">98.00% ✗</td>' in (tmp_path / "report.html").read_text()
+    assert "**98.00% ✗**" in (tmp_path / "report.md").read_text()
+    # Just at 99% passes, unmarked; just under it never reads "99.00%".
+    for share, text in ((0.99, "99.00%"), (0.98999, "98.99% ✗")):
+        derived = with_evaluation(
+            results, "uncompressed", "int8-dynamic", primary=share * fp32.primary
+        )
+        assert bert99_cells(tables.main_table(derived), "uncompressed", "int8-dynamic")[0] == text
+
+
+def test_bert99_interval_falls_back_to_the_stored_one_when_predictions_are_gone(results, tmp_path):
+    int8 = results.evaluation("uncompressed", "int8-dynamic")
+    moved = with_evaluation(
+        results, "uncompressed", "int8-dynamic", predictions=str(tmp_path / "gone.jsonl")
+    )
+    table = tables.main_table(moved)
+    percent, delta = bert99_cells(table, "uncompressed", "int8-dynamic")
+    fp32 = results.evaluation("uncompressed", "fp32")
+    assert percent.startswith(f"{int8.primary / fp32.primary * 100:.2f}%")
+    assert delta == interval(int8.comparison) + "†"
+    # The PyTorch int8 row still has its predictions: its interval is still vs its own fp32.
+    assert not bert99_cells(table, "uncompressed", "torch-dynamic-int8")[1].endswith("†")
+
+
+def test_bert99_compares_with_the_model_s_own_fp32_not_the_reference(results):
+    # Give the uncompressed fp32 artifact another real evaluation's predictions and metric, one
+    # that differs from the reference's: the bert-99 cells must follow the fp32 artifact.
+    reference = results.reference_evaluation()
+    other = next(
+        e for e in results.evaluations if e.variant == "torch" and e.primary != reference.primary
+    )
+    derived = with_evaluation(
+        results, "uncompressed", "fp32", predictions=other.predictions, primary=other.primary
+    )
+    int8 = derived.evaluation("uncompressed", "int8-dynamic")
+    percent, delta = bert99_cells(tables.main_table(derived), "uncompressed", "int8-dynamic")
+    ratio = int8.primary / other.primary * 100
+    assert percent == f"{ratio:.2f}%" + ("" if ratio >= 99 else " ✗")
+    own = compare_prediction_files(other.predictions, int8.predictions, "classification")
+    assert delta == interval(own["accuracy"].to_dict())
+    assert delta != interval(int8.comparison)  # not the interval against the reference

@@ -28,16 +28,23 @@ WRAP_AT = 60
 NUMBER = re.compile(r"^([-+–]?\d|–$)")  # numbers, cells leading with one, and dashes: right
 
 
-def _cell(text: str) -> str:
+def _cell(text: str, mark: str | None = None) -> str:
+    """A table cell; `mark` ("fail" / "pass", Table.marks) colours a value that misses or meets
+    its target on top of its alignment."""
     cls = {"PASS": "pass", "FAIL": "fail"}.get(text) or ("num" if NUMBER.match(text) else None)
     if cls is None and len(text) > WRAP_AT:
         cls = "wrap"  # a sentence (a flag, a gate's reason) wraps instead of widening the table
+    if mark:
+        cls = f"{cls} {mark}" if cls and cls != mark else mark
     return f'<td class="{cls}">{escape(text)}</td>' if cls else f"<td>{escape(text)}</td>"
 
 
 def table_html(table: Table) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in table.headers)
-    body = "".join("<tr>" + "".join(_cell(c) for c in row) + "</tr>" for row in table.rows)
+    body = "".join(
+        "<tr>" + "".join(_cell(c, table.marks.get((r, k))) for k, c in enumerate(row)) + "</tr>"
+        for r, row in enumerate(table.rows)
+    )
     caption = f"<caption>{escape(table.note)}</caption>" if table.note else ""
     if not table.rows:
         return f"<h3>{escape(table.title)}</h3><p>{escape(table.note or '(nothing to show)')}</p>"

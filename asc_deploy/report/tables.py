@@ -1,9 +1,11 @@
 """The report's tables, built once as plain rows and rendered as markdown or rich tables.
 
 - main_table: one row per (model, variant): layers, parameters, size, the task metric and its
-  delta (with the paired 95% CI when the evaluation carries one), faithfulness measures, and one
-  cell per (host, provider, shape) with p50 / p95 and the speedup against the uncompressed
-  PyTorch model on the same host, provider and shape;
+  delta (with the paired 95% CI when the evaluation carries one), on int8 rows the bert-99 view
+  (the metric as a % of the same model's fp32 artifact, and the paired int8 - fp32 difference
+  with its 95% CI; report/bert99.py), faithfulness measures, and one cell per (host, provider,
+  shape) with p50 / p95 and the speedup against the uncompressed PyTorch model on the same
+  host, provider and shape;
 - latency_table: one row per measurement with p50, p95, throughput, memory and speedup;
 - layer_choice_table: per number of removed layers, the recovered metric of each criterion that
   chose that many layers (ASC, the baselines, random seeds as mean ± sd, off-the-shelf models of
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Any
 
 from asc_deploy.records import Evaluation, Gate, Measurement, ModelEntry, Pick, Results, host_label
 from asc_deploy.report import results as R
+from asc_deploy.report.bert99 import BERT99, Int8Share, int8_shares
 from asc_deploy.report.gates import fmt_limit
 
 MISSING = "–"
@@ -40,12 +44,18 @@ OFF_THE_SHELF = "off-the-shelf"
 SIGNIFICANCE = 0.05  # when a comparison gives a p-value but no verdict
 
 
+BELOW = "✗"  # after a value that misses its target (bert-99); the HTML also colours it
+FALLBACK = "†"  # after an interval that is not the one the column names (see the note)
+
+
 @dataclass
 class Table:
     title: str
     headers: list[str]
     rows: list[list[str]] = field(default_factory=list)
     note: str = ""
+    # (row, column) -> "fail" | "pass": cells to mark in colour where the output has colour.
+    marks: dict[tuple[int, int], str] = field(default_factory=dict)
 
 
 def fmt(value: float | None, digits: int = 2, suffix: str = "") -> str:
@@ -142,6 +152,8 @@ def main_table(results: Results) -> Table:
         for h, p, b, s in targets
     ]
     paired = any(e.comparison for e in results.evaluations)
+    shares = int8_shares(results)
+    bert99_headers = ["int8 % of fp32", "int8 Δ vs fp32 [95% CI]"] if shares else []
     headers = [
         "Model",
         "Kind",
@@ -152,6 +164,7 @@ def main_table(results: Results) -> Table:
         results.task.primary_metric,
         "Δ (pts) [95% CI]" if paired else "Δ (pts)",
         *(["p (paired)"] if paired else []),
+        *bert99_headers,
         "Agree",
         "Err J",
         "ECE",
@@ -178,18 +191,60 @@ def main_table(results: Results) -> Table:
             fmt(ev.primary if ev else None),
             delta_cell(ev, results.task.primary_metric),
             *([_p_cell(paired_row.p_value if paired_row else None)] if paired else []),
-            *_fidelity_cells(ev),
         ]
+        if shares:
+            share = shares.get((model, variant))
+            if share is not None and not share.passed:
+                table.marks[(len(table.rows), len(row))] = "fail"
+            row += _bert99_cells(share, ev)
+        row += _fidelity_cells(ev)
         for target in targets:
             row.append(_latency_cell(results, by_artifact.get((*target, model, variant)), index))
         table.rows.append(row)
     table.note = (
         "Δ in points vs the uncompressed model in PyTorch fp32"
         + (" with its paired 95% CI (* significant)" if paired else "")
+        + _bert99_note(results, shares)
         + "; Agree / Err J / kNN against it; latency cells: p50 / p95 (speedup vs the "
         "uncompressed PyTorch model on the same host, provider and shape)."
     )
     return table
+
+
+def _bert99_cells(share: Int8Share | None, ev: Evaluation | None) -> list[str]:
+    """'98.41% ✗' and '-1.38 [-2.41, -0.46]*' on an int8 row; blank on others."""
+    if share is None:
+        int8_row = ev is not None and "int8" in ev.variant
+        return [MISSING, MISSING] if int8_row else ["", ""]
+    text = f"{share.percent:.2f}"
+    if not share.passed and float(text) >= BERT99:
+        text = f"{math.floor(share.percent * 100) / 100:.2f}"  # 98.996 is a miss: never "99.00"
+    percent = f"{text}%" + ("" if share.passed else f" {BELOW}")
+    if share.paired_with is None:
+        return [percent, MISSING]
+    interval = Paired(
+        share.delta, share.ci_low, share.ci_high, share.p_value, share.significant
+    ).interval()
+    interval += "*" if share.significant else ""
+    return [percent, interval + (FALLBACK if share.paired_with == "reference" else "")]
+
+
+def _bert99_note(results: Results, shares: dict[tuple[str, str], Int8Share]) -> str:
+    if not shares:
+        return ""
+    metric = results.task.primary_metric
+    note = (
+        f"; int8 % of fp32: the int8 artifact's {metric} as a share of the same model's fp32 "
+        "artifact (PyTorch dynamic int8: of PyTorch fp32); MLPerf's bert-99 rule asks "
+        f">= {BERT99:g}%, {BELOW} marks a miss; int8 Δ vs fp32: int8 - fp32 in points with the "
+        "paired 95% bootstrap CI from both artifacts' per-example predictions (* significant)"
+    )
+    if any(s.paired_with == "reference" for s in shares.values()):
+        note += (
+            f"; {FALLBACK} those predictions were not readable here: the CI shown is int8 vs the "
+            "uncompressed model in PyTorch (the Δ column's), not vs its own fp32"
+        )
+    return note
 
 
 def _millions(value: int | None) -> str:
@@ -493,7 +548,12 @@ def to_markdown(table: Table) -> str:
         return "\n".join(lines) + "\n"
     lines.append("| " + " | ".join(_escape(h) for h in table.headers) + " |")
     lines.append("|" + "|".join("---" for _ in table.headers) + "|")
-    lines += ["| " + " | ".join(_escape(c) for c in row) + " |" for row in table.rows]
+    for r, row in enumerate(table.rows):
+        cells = [
+            f"**{_escape(c)}**" if table.marks.get((r, k)) == "fail" else _escape(c)
+            for k, c in enumerate(row)
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
     if table.note:
         lines += ["", f"_{table.note}_"]
     return "\n".join(lines) + "\n"
@@ -502,10 +562,13 @@ def to_markdown(table: Table) -> str:
 def to_rich(table: Table):
     """A rich.table.Table for the terminal (rich imported here: tables stay importable alone)."""
     from rich.table import Table as RichTable
+    from rich.text import Text
 
+    styles = {"fail": "bold red", "pass": "bold green"}
     out = RichTable(title=table.title, caption=table.note or None)
     for h in table.headers:
         out.add_column(h, overflow="fold")
-    for row in table.rows:
-        out.add_row(*row)
+    for r, row in enumerate(table.rows):
+        marks = {k: styles[m] for (i, k), m in table.marks.items() if i == r and m in styles}
+        out.add_row(*(Text(c, style=marks[k]) if k in marks else c for k, c in enumerate(row)))
     return out
