@@ -19,6 +19,7 @@ from asc_deploy.fsutil import hash_json
 from asc_deploy.progress import status_line
 from asc_deploy.records import (
     ArtifactSet,
+    BenchRun,
     Evaluation,
     ModelEntry,
     ModelFolder,
@@ -30,7 +31,7 @@ from asc_deploy.records import (
     TaskInfo,
 )
 from asc_deploy.stages import compress, deploy, measure
-from asc_deploy.stages.core import Context, StageStore
+from asc_deploy.stages.core import Context, Pending, StageStore, gather
 
 STAGES = (
     "finetune", "profile", "select", "prune", "screen", "recover", "evaluate", "export", "bench",
@@ -40,7 +41,11 @@ STAGES = (
 
 class Pipeline:
     def __init__(
-        self, cfg: RunConfig, force: set[str] | None = None, config_path: Path | None = None
+        self,
+        cfg: RunConfig,
+        force: set[str] | None = None,
+        config_path: Path | None = None,
+        executor=None,  # an asc_deploy.executors Executor; None: local
     ):
         from asc_deploy.tasks.presets import build_task
 
@@ -48,7 +53,7 @@ class Pipeline:
         self.root = Path(cfg.output_dir) / cfg.name
         self.task = build_task(cfg.task)
         self.config_path = config_path
-        self.store = StageStore(Context(self.root, frozenset(force or ())))
+        self.store = StageStore(Context(self.root, frozenset(force or ())), executor)
 
     def run(self) -> Results:
         started, clock = dt.datetime.now(dt.UTC), time.perf_counter()
@@ -58,10 +63,12 @@ class Pipeline:
             compress.select_candidates, self.cfg, profile=profile, model=base, task=self.task
         )
         reference = self._reference(base, profile.num_layers)
-        models = [reference, *self._build(candidates.models, base), *self._off_the_shelf()]
+        shelf = self._submit_off_the_shelf()  # (on a cluster) beside the layer sets' recoveries
+        models = [reference, *self._build(candidates.models, base), *self._off_the_shelf(shelf)]
         measured = [m for m in models if m.screening is None or m.screening.continued]
-        evaluations = self._evaluate_torch(measured)
-        artifacts = self._export(measured)
+        torch_jobs, export_jobs = self._evaluate_torch(measured), self._export(measured)
+        evaluations = gather(torch_jobs)
+        artifacts = self._artifact_sets(export_jobs)
         evaluations += self._evaluate_artifacts(artifacts)
         _compare(evaluations, self.task)
         bench = self._bench(artifacts, base, reference.name)
@@ -91,7 +98,7 @@ class Pipeline:
             ),
             models=models,
             evaluations=evaluations,
-            bench=[bench],
+            bench=bench,
         )
 
     # -- the comparison set ----------------------------------------------------------------------
@@ -114,19 +121,24 @@ class Pipeline:
         distinct: dict[tuple[int, ...], ModelEntry] = {}
         for candidate in candidates:
             distinct.setdefault(tuple(candidate.removed_layers), candidate)
-        pruned = {layers: self._prune(base, layers) for layers in distinct}
+        jobs = [self._prune(base, layers) for layers in distinct]
+        pruned = dict(zip(distinct, gather(jobs), strict=True))
         screening = self._screen(pruned, base) if self.cfg.screening else {}
-        recovered: dict[tuple[int, ...], str] = {}  # layer set -> recovered folder
+        continuing = [ls for ls in distinct if ls not in screening or screening[ls].continued]
+        recoveries = gather(
+            self.store.submit(
+                compress.recover, self.cfg, distinct[layers].name, pruned=pruned[layers],
+                teacher=base, task=self.task, name=distinct[layers].name,
+            )
+            for layers in continuing
+        )  # fmt: skip
+        # layer set -> recovered folder
+        recovered = {layers: r.path for layers, r in zip(continuing, recoveries, strict=True)}
         entries = []
         for candidate in candidates:
             layers = tuple(candidate.removed_layers)
             first = distinct[layers]
-            continues = layers not in screening or screening[layers].continued
-            if continues and layers not in recovered:
-                recovered[layers] = self.store.run(
-                    compress.recover, self.cfg, first.name,
-                    pruned=pruned[layers], teacher=base, task=self.task, name=first.name,
-                ).path  # fmt: skip
+            continues = layers in recovered
             update = {
                 "parameters": pruned[layers].parameters_after,
                 "distilled": self.cfg.recovery.distillation,
@@ -138,22 +150,23 @@ class Pipeline:
             entries.append(candidate.model_copy(update=update))
         return entries
 
-    def _prune(self, base: ModelFolder, layers: tuple[int, ...]) -> Pruned:
+    def _prune(self, base: ModelFolder, layers: tuple[int, ...]) -> Pending[Pruned]:
         label = "-".join(map(str, layers))
-        return self.store.run(
+        return self.store.submit(
             compress.prune, self.cfg, label, model=base, removed=list(layers), head=self.task.family
         )
 
     def _screen(self, pruned: dict, base: ModelFolder) -> dict[tuple[int, ...], Screening]:
         """A short recovery of every distinct layer set, scored on held-out training examples;
         the best `screening.keep` of each depth continue."""
-        scores = {
-            layers: self.store.run(
+        jobs = [
+            self.store.submit(
                 compress.screen, self.cfg, "-".join(map(str, layers)),
                 pruned=record, teacher=base, task=self.task,
             )
             for layers, record in pruned.items()
-        }  # fmt: skip
+        ]  # fmt: skip
+        scores = dict(zip(pruned, gather(jobs), strict=True))
         keep = self.cfg.screening.keep
         by_depth: dict[int, list[tuple[int, ...]]] = {}
         for layers in scores:  # candidate order: ASC first, so it wins ties
@@ -170,14 +183,20 @@ class Pipeline:
             for layers, score in scores.items()
         }
 
-    def _off_the_shelf(self) -> list[ModelEntry]:
+    def _submit_off_the_shelf(self) -> list[Pending[ModelFolder]]:
+        return [
+            self.store.submit(
+                compress.finetune_off_the_shelf, self.cfg, spec.name, spec=spec, task=self.task
+            )
+            for spec in self.cfg.comparisons.off_the_shelf
+        ]
+
+    def _off_the_shelf(self, jobs: list[Pending[ModelFolder]]) -> list[ModelEntry]:
         from asc_deploy.models.loading import load_config
 
         entries = []
-        for spec in self.cfg.comparisons.off_the_shelf:
-            folder = self.store.run(
-                compress.finetune_off_the_shelf, self.cfg, spec.name, spec=spec, task=self.task
-            )
+        specs = self.cfg.comparisons.off_the_shelf
+        for spec, folder in zip(specs, gather(jobs), strict=True):
             config = load_config(folder.path)
             layers = getattr(config, "n_layers", None) or config.num_hidden_layers
             entries.append(
@@ -195,7 +214,7 @@ class Pipeline:
         return entries
 
     # -- measuring -------------------------------------------------------------------------------
-    def _evaluate_torch(self, models: list[ModelEntry]) -> list[Evaluation]:
+    def _evaluate_torch(self, models: list[ModelEntry]) -> list[Pending[Evaluation]]:
         baselines = self.cfg.comparisons.quantized_baselines
         evaluations = []
         for entry in models:
@@ -206,13 +225,13 @@ class Pipeline:
                 evaluations.append(self._evaluate(Path(entry.path), entry.name, variant))
         return evaluations
 
-    def _evaluate(self, source: Path, model: str, variant: str) -> Evaluation:
-        return self.store.run(
+    def _evaluate(self, source: Path, model: str, variant: str) -> Pending[Evaluation]:
+        return self.store.submit(
             measure.evaluate, self.cfg, f"{model}-{variant}",
             source=source, task=self.task, model=model, variant=variant,
         )  # fmt: skip
 
-    def _export(self, models: list[ModelEntry]) -> list[ArtifactSet]:
+    def _export(self, models: list[ModelEntry]) -> list[Pending[ArtifactSet]]:
         wanted = set(self.cfg.export.models)
         sets = []
         for entry in models:
@@ -222,31 +241,66 @@ class Pipeline:
             reference_int8 = "ort-dynamic-int8" in self.cfg.comparisons.quantized_baselines
             if entry.kind == "reference" and reference_int8 and "int8-dynamic" not in variants:
                 variants.append("int8-dynamic")
-            artifact_set = self.store.run(
+            artifact_set = self.store.submit(
                 deploy.export, self.cfg, entry.name,
                 model=compress.model_folder(entry.path), task=self.task, name=entry.name,
                 variants=variants,
             )  # fmt: skip
-            for variant, why in artifact_set.skipped.items():
-                status_line(f"{entry.name}: {variant} skipped ({why})")
             sets.append(artifact_set)
         return sets
 
+    def _artifact_sets(self, jobs: list[Pending[ArtifactSet]]) -> list[ArtifactSet]:
+        sets = gather(jobs)
+        for artifact_set in sets:
+            for variant, why in artifact_set.skipped.items():
+                status_line(f"{artifact_set.model}: {variant} skipped ({why})")
+        return sets
+
     def _evaluate_artifacts(self, sets: list[ArtifactSet]) -> list[Evaluation]:
-        return [
+        return gather(
             self._evaluate(Path(path), s.model, variant)
             for s in sets
             for variant, path in s.artifacts.items()
-        ]
+        )
 
-    def _bench(self, sets: list[ArtifactSet], base: ModelFolder, reference: str):
+    def _bench(self, sets: list[ArtifactSet], base: ModelFolder, reference: str) -> list[BenchRun]:
+        """The bench on this host; on a Ray cluster with `executor.targets`, once per target on
+        a node holding it (targets sharing a node one after another), merged into bench.json."""
         from asc_deploy.measure.system import host_info
 
         paths = [Path(p) for s in sets for p in s.artifacts.values()]
-        return self.store.run(
-            measure.bench, self.cfg, artifacts=paths, reference=base, reference_name=reference,
-            host=host_info()["fingerprint"],
-        )  # fmt: skip
+        targets = self.cfg.executor.targets if self.store.executor.kind == "ray" else []
+        if not targets:
+            return [
+                self.store.run(
+                    measure.bench, self.cfg, artifacts=paths, reference=base,
+                    reference_name=reference, host=host_info()["fingerprint"],
+                )
+            ]  # fmt: skip
+        from asc_deploy.fsutil import write_json_atomic
+        from asc_deploy.measure.harness import merge_bench
+
+        runs: list[BenchRun] = []
+        for wave in self.store.executor.bench_waves(targets):
+            runs += gather(
+                self.store.submit(
+                    measure.bench, self.cfg, _slug(target), target=target, artifacts=paths,
+                    reference=base, reference_name=reference, host=target,
+                )
+                for target in wave
+            )  # fmt: skip
+        docs = [run.dump() for run in runs]
+        write_json_atomic(
+            self.root / "bench.json", docs[0] if len(docs) == 1 else merge_bench(docs)
+        )
+        return runs
+
+
+def _slug(target: str) -> str:
+    """A target resource name as a record label: `target:cpu-avx512` -> `target-cpu-avx512`."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", target).strip("-")
 
 
 def _compare(evaluations: list[Evaluation], task) -> None:
@@ -297,10 +351,16 @@ def run_pipeline(
     from asc_deploy.report.render import write_report
 
     check_run(cfg)
-    pipeline = Pipeline(cfg, force, config_path)
-    with exclusive_folder(pipeline.root):  # a second run on the same folder is refused
-        results = pipeline.run()
-        analysed = write_report(results, pipeline.root / "report", cfg.gates)
+    from asc_deploy.executors import open_executor
+
+    executor = open_executor(cfg.executor)
+    try:
+        pipeline = Pipeline(cfg, force, config_path, executor)
+        with exclusive_folder(pipeline.root):  # a second run on the same folder is refused
+            results = pipeline.run()
+            analysed = write_report(results, pipeline.root / "report", cfg.gates)
+    finally:
+        executor.close()
     failures = failure_lines(analysed.gates)
     for line in failures:
         status_line(line)

@@ -28,6 +28,10 @@ def check_run(cfg: RunConfig) -> None:
             "earlier run or remove the key"
         )
     _check_writable(Path(cfg.output_dir))
+    if cfg.executor.kind == "ray":  # last: the cluster is asked only once the rest is sound
+        from asc_deploy.executors.ray_executor import check_cluster
+
+        check_cluster(cfg)
 
 
 def _check_providers(providers: list[str]) -> None:

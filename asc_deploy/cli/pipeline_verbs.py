@@ -22,6 +22,13 @@ def run(
     as_json: Annotated[
         bool, typer.Option("--json", help="Print gates and recommendation as JSON.")
     ] = False,
+    executor: Annotated[
+        str | None,
+        typer.Option(
+            help="Where the stages run: local (here) or ray (tasks on the Ray cluster at the "
+            "config's executor.address, default auto); overrides the config's executor.kind."
+        ),
+    ] = None,
 ) -> None:
     """Fine-tune, profile, prune, recover, export, evaluate, bench and report; exit 1 on a gate."""
     import json
@@ -39,6 +46,10 @@ def run(
             f"--force {', '.join(sorted(unknown))}: unknown stage; stages: {', '.join(STAGES)}"
         )
     cfg = load_run_config(config)
+    if executor is not None:
+        if executor not in ("local", "ray"):
+            raise UserError(f"--executor {executor}: unknown executor; use local or ray")
+        cfg.executor = cfg.executor.model_copy(update={"kind": executor})
     results, code = run_pipeline(cfg, stages, config)
     if as_json:
         doc = results.dump()

@@ -9,8 +9,8 @@ key does not hold. A record whose key matches is reused: that is how a run resum
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -106,12 +106,37 @@ def _dump(value: Any) -> Any:
 
 @dataclass
 class StageStore:
-    """Stage records under `<run>/stages/`, keyed by what each stage reads and consumes."""
+    """Stage records under `<run>/stages/`, keyed by what each stage reads and consumes.
+
+    The `executor` computes what is not recorded: here, one stage after another (local, the
+    default), or as tasks on a Ray cluster (asc_deploy/executors/). Either way the records are
+    the same files, written here, so a run resumes under either executor."""
 
     context: Context
+    executor: Any = field(default=None)  # an asc_deploy.executors Executor; None: local
+
+    def __post_init__(self) -> None:
+        if self.executor is None:
+            from asc_deploy.executors.local import LocalExecutor
+
+            self.executor = LocalExecutor()
 
     def run(self, stage: Stage[R], config: BaseModel, label: str = "", **inputs: Any) -> R:
         """The stage's record: reused when its key matches a stored one, else computed."""
+        return self.submit(stage, config, label, **inputs).result()
+
+    def submit(
+        self,
+        stage: Stage[R],
+        config: BaseModel,
+        label: str = "",
+        target: str | None = None,
+        **inputs: Any,
+    ) -> Pending[R]:
+        """`run` without waiting: `.result()` gives the record. A recorded stage is never handed
+        to the executor; `target` pins a bench to the hosts holding that Ray resource."""
+        from asc_deploy.executors.base import StageCall
+
         settings = settings_from(config, stage.reads)
         key_doc = {
             "stage": stage.name,
@@ -123,18 +148,57 @@ class StageStore:
         if stage.name not in self.context.force and path.is_file():
             stored = read_json(path)
             if stored.get("key") == key:
-                return stage.record.model_validate(stored["result"])
-        result = stage.fn(settings, self.context, **inputs)
-        write_json_atomic(
-            path,
-            {
+                return Pending(lambda: stage.record.model_validate(stored["result"]))
+        call = StageCall(stage, settings, self.context, inputs, key_doc["inputs"], label, target)
+        job = self.executor.submit(call)
+
+        def record() -> R:
+            outcome = job.result()
+            document = {
                 "key": key,
                 "stage": stage.name,
                 "inputs": key_doc,
-                "result": result.model_dump(mode="json"),
-            },
-        )
-        return result
+                "result": outcome.record.model_dump(mode="json"),
+            }
+            if outcome.ran_on is not None:  # where a cluster ran it (absent for local runs)
+                document["ran_on"] = outcome.ran_on
+            write_json_atomic(path, document)
+            return outcome.record
+
+        return Pending(record, in_flight=getattr(job, "in_flight", False))
+
+
+class Pending(Generic[R]):
+    """A record that may still be computing elsewhere; `result()` waits for it (once).
+
+    `in_flight`: already running somewhere (a cluster task) rather than computed on demand."""
+
+    def __init__(self, compute: Callable[[], R], in_flight: bool = False):
+        self._compute: Callable[[], R] | None = compute
+        self._value: R | None = None
+        self.in_flight = in_flight
+
+    def result(self) -> R:
+        if self._compute is not None:
+            self._value, self._compute = self._compute(), None
+        return self._value  # type: ignore[return-value]
+
+
+def gather(pending: Iterable[Pending[R]]) -> list[R]:
+    """Every record in order. After a failure, work already in flight still settles and is
+    recorded (a rerun resumes after it), work not started is not begun; then the first failure
+    is raised."""
+    results, failure = [], None
+    for job in list(pending):
+        if failure is not None and not job.in_flight:
+            continue
+        try:
+            results.append(job.result())
+        except Exception as exc:  # re-raised below, once the work in flight has settled
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+    return results
 
 
 def announce(message: str) -> None:
