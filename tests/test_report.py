@@ -397,3 +397,21 @@ def test_bert99_compares_with_the_model_s_own_fp32_not_the_reference(results):
     own = compare_prediction_files(other.predictions, int8.predictions, "classification")
     assert delta == interval(own["accuracy"].to_dict())
     assert delta != interval(int8.comparison)  # not the interval against the reference
+
+
+def test_many_host_flags_are_counted_in_the_hosts_table_and_listed_once_under_notes(
+    results, tmp_path
+):
+    (own,) = results.bench
+    flags = [f"machine busy: round spread {n}0% > 10% for cell {n}" for n in range(1, 4)]
+    flagged = results.model_copy(
+        update={"bench": [BenchRun.model_validate({**own.dump(), "flags": flags})]}
+    )
+    assert tables.hosts_table(flagged).rows[0][-1] == "3 flags, listed under Notes"
+    one = results.model_copy(
+        update={"bench": [BenchRun.model_validate({**own.dump(), "flags": flags[:1]})]}
+    )
+    assert tables.hosts_table(one).rows[0][-1] == flags[0]
+    write_report(flagged, tmp_path, with_plots=False)
+    md = (tmp_path / "report.md").read_text()
+    assert all(md.count(flag) == 1 for flag in flags)

@@ -15,7 +15,8 @@ body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1400px; 
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 7px; text-align: left; white-space: nowrap; }
 th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-caption { caption-side: bottom; font-size: 12px; color: #555; text-align: left; }
+p.note { font-size: 12px; color: #555; margin: 0.2em 0 1.5em; max-width: 100em; }
+.scroll > table { margin-bottom: 0.2em; }
 .pass { color: #11772d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
 .verdict { font-size: 1.4em; } figure { margin: 1em 0; } img { max-width: 100%; }
 figcaption { font-size: 12px; color: #555; }
@@ -45,12 +46,14 @@ def table_html(table: Table) -> str:
         "<tr>" + "".join(_cell(c, table.marks.get((r, k))) for k, c in enumerate(row)) + "</tr>"
         for r, row in enumerate(table.rows)
     )
-    caption = f"<caption>{escape(table.note)}</caption>" if table.note else ""
+    # The note goes under the scrolling box, at page width: a caption inside a table wider
+    # than the page would scroll out of sight with it.
+    note = f"<p class='note'>{escape(table.note)}</p>" if table.note else ""
     if not table.rows:
         return f"<h3>{escape(table.title)}</h3><p>{escape(table.note or '(nothing to show)')}</p>"
     return (
-        f"<h3>{escape(table.title)}</h3><div class='scroll'><table>{caption}"
-        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
+        f"<h3>{escape(table.title)}</h3><div class='scroll'><table>"
+        f"<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>{note}"
     )
 
 
