@@ -218,6 +218,10 @@ class BenchConfig(Strict):
     min_iterations: int = Field(20, ge=1)
     min_seconds: float = Field(1.0, ge=0)
     rounds: int = Field(3, ge=1)
+    # Round p50 spread that flags a cell noisy, at least: a bare session.run loop timed in the
+    # same rounds raises it on a host that is noisier when idle (measure/noise.py).
+    noise_threshold: float = Field(0.10, gt=0, lt=1)
+    noise_retries: int = Field(2, ge=0, le=10)  # extra rounds for cells that are still noisy
     include_torch: bool = True
     tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: deploy/tensorrt.py)
     # Serving scenarios measured with MLPerf LoadGen (none unless `scenarios.run` names them).

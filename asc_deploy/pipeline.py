@@ -344,10 +344,10 @@ def _parameters_from_folder(path: str | Path) -> int | None:
 def run_pipeline(
     cfg: RunConfig, force: set[str] | None = None, config_path: Path | None = None
 ) -> tuple[Results, int]:
-    """Run every stage, write the report; returns (analysed results, 1 when a gate fails)."""
+    """Run every stage, write the report; returns (analysed results, gates.exit_code)."""
     from asc_deploy.fsutil import exclusive_folder
     from asc_deploy.preflight import check_run
-    from asc_deploy.report.gates import failure_lines
+    from asc_deploy.report.gates import exit_code, failure_lines
     from asc_deploy.report.render import write_report
 
     check_run(cfg)
@@ -365,4 +365,4 @@ def run_pipeline(
     for line in failures:
         status_line(line)
     status_line(f"report: {pipeline.root / 'report' / 'report.md'}")
-    return analysed, 1 if failures else 0
+    return analysed, exit_code(analysed.gates)

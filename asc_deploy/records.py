@@ -174,6 +174,7 @@ class Measurement(Record):
     verified: bool
     note: str | None = None
     providers_in_use: list[str] | None = None
+    remeasured: int = 0  # extra rounds it got for spreading more than the noise threshold
     noisy: bool
     # Filled in when read into Results: which bench run (host) this came from.
     host: str | None = None
@@ -212,6 +213,8 @@ class BenchRun(Record):
     load_average: dict[str, list[float] | None] = {}
     rounds: list[BenchRound] = []
     flags: list[str] = []
+    # The host's own noise in these rounds (measure/noise.py: floor, threshold, host_busy).
+    noise: dict[str, Any] | None = None
     measurements: list[Measurement]
     scenarios: list[dict[str, Any]] = []  # serving scenarios (LoadGen), when measured
     scenario_settings: dict[str, Any] | None = None
@@ -268,6 +271,8 @@ class Similarity(Record):
 class Gate(Record):
     name: str
     passed: bool
+    # Neither passed nor failed: the measurement it rests on was noisy even after re-measuring.
+    inconclusive: bool = False
     value: float | str | None
     limit: float | None
     reason: str

@@ -287,3 +287,36 @@ def test_a_qps_gate_the_bench_cannot_check_is_refused_up_front(tmp_path, gate, b
     )
     with pytest.raises(UserError, match=expected):
         load_run_config(config)
+
+
+def _noisy_baseline(results: Results) -> Results:
+    """The run as if the uncompressed PyTorch cell had spread 171% even after re-measuring."""
+    doc = results.dump()
+    for m in doc["bench"][0]["measurements"]:
+        if (m["model"], m["variant"]) == ("uncompressed", "torch"):
+            m.update(noisy=True, round_spread=1.71, remeasured=2)
+    return Results.model_validate(doc)
+
+
+def test_speedup_gate_is_inconclusive_never_pass_on_a_noisy_measurement(results):
+    pick = recommend(results, _config(results))["cpu"]
+    noisy = _noisy_baseline(results)
+    gate = _run(noisy, min_speedup=pick.speedup / 2)["min_speedup"]
+    assert not gate.passed and gate.inconclusive
+    assert "but uncompressed torch was measured noisy (round spread 171%)" in gate.reason
+    assert G.failure_lines([gate]) == [f"gate min_speedup inconclusive: {gate.reason}"]
+    assert G.exit_code([gate]) == G.EXIT_INCONCLUSIVE == 3
+    # A gate that failed outright decides the exit code.
+    both = _run(noisy, min_speedup=pick.speedup / 2, max_size_mb=1e-6)
+    assert G.exit_code(both.values()) == G.EXIT_FAILED
+    assert G.exit_code(_run(results, min_speedup=pick.speedup / 2).values()) == 0
+
+
+def test_speedup_gate_is_inconclusive_on_a_busy_host(results):
+    pick = recommend(results, _config(results))["cpu"]
+    doc = results.dump()
+    doc["bench"][0]["noise"] = {"floor": 0.42, "threshold": 0.2, "host_busy": True}
+    gate = _run(Results.model_validate(doc), min_speedup=pick.speedup / 2)["min_speedup"]
+    assert (
+        gate.inconclusive and "the host was busy (bare session.run loop spread 42%)" in gate.reason
+    )

@@ -202,10 +202,12 @@ def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
     assert code == 0, err
     md = (tmp_path / "r" / "report.md").read_text()
     label = host_label(results.bench[0].host)
-    table = md.split(f"### Serving scenarios (MLPerf LoadGen) on {label}, cpu")[1].split("###")[0]
+    # The run's own Server records come first; the merged bench file's table is the last one.
+    title = f"### Serving scenarios (MLPerf LoadGen) on {label}, cpu"
+    assert md.count(title) == 2
+    table = md.split(title)[-1].split("###")[0]
     cells = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
-    rows = {row[0]: row for row in cells if len(row) == 8}
-    assert rows["uncompressed"][1] == "fp32"
+    rows = {row[0]: row for row in cells if len(row) == 8 and row[1] == "fp32"}
     assert rows["uncompressed"][3] == rows["uncompressed"][7] == "1.00x"
     value = {(r["model"], r["scenario"]): r["value"] for r in records}
     ratio = value[("asc-0.20", "SingleStream")] / value[("uncompressed", "SingleStream")]
@@ -213,3 +215,17 @@ def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
     assert "Ratios against uncompressed fp32" in table
     png = tmp_path / "r" / "plots" / "server-p99-0-cpu.png"
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_an_inconclusive_gate_exits_three_with_its_line(monkeypatch, capsys, tmp_path, results):
+    doc = results.dump()
+    doc["run"]["config"]["gates"]["min_speedup"] = 1e-6
+    for m in doc["bench"][0]["measurements"]:
+        if (m["model"], m["variant"]) == ("uncompressed", "torch"):
+            m.update(noisy=True, round_spread=1.71)
+    path = _save(tmp_path / "results.json", doc)
+    code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
+    assert code == 3
+    (line,) = err.splitlines()
+    assert line.startswith("gate min_speedup inconclusive: ") and "re-run the bench" in line
+    assert "Verdict: INCONCLUSIVE (1 of" in (tmp_path / "rep" / "report.md").read_text()

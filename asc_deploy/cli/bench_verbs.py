@@ -24,7 +24,10 @@ Warmup = Annotated[int | None, Opt("--warmup", help="Untimed calls first (defaul
 MinIter = Annotated[int | None, Opt("--min-iterations", help="At least this many (default 20).")]
 MinSec = Annotated[float | None, Opt("--min-seconds", help="And at least this long (default 1).")]
 Rounds = Annotated[int | None, Opt("--rounds", help="Interleaved rounds A B C A B C (default 3).")]
-Noise = Annotated[float, Opt("--noise-threshold", help="Round p50 spread flagged as noisy.")]
+Noise = Annotated[
+    float | None, Opt("--noise-threshold", help="Round p50 spread flagged noisy (default 0.10).")
+]
+Retries = Annotated[int | None, Opt("--noise-retries", help="Re-measure noisy cells (default 2).")]
 TorchDir = Annotated[Path | None, Opt("--torch", help="Also time this PyTorch model folder.")]
 Config = Annotated[Path | None, Opt("--config", help="Run config YAML: its bench section.")]
 Output = Annotated[Path, Opt("--output", "-o", help="Where bench.json goes.")]
@@ -55,7 +58,8 @@ def bench(
     min_iterations: MinIter = None,
     min_seconds: MinSec = None,
     rounds: Rounds = None,
-    noise_threshold: Noise = 0.10,
+    noise_threshold: Noise = None,
+    noise_retries: Retries = None,
     torch_dir: TorchDir = None,
     config: Config = None,
     output: Output = Path("bench.json"),
@@ -97,6 +101,7 @@ def bench(
         min_seconds=min_seconds,
         rounds=rounds,
         noise_threshold=noise_threshold,
+        noise_retries=noise_retries,
     ).validated()
     scenarios = None
     if scenario:

@@ -1,7 +1,8 @@
 """`asc-deploy report`: results.json (+ bench.json from other hosts) -> report folder + verdict.
 
 Exit codes: 0 all gates pass; 1 a gate failed (one line per violated gate on stderr);
-2 a user error (missing/invalid file, unknown schema version), printed as one line.
+2 a user error (missing/invalid file, unknown schema version), printed as one line; 3 no gate
+failed but one was inconclusive (its measurement noisy even after re-measuring).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def report(
     from asc_deploy.errors import UserError
     from asc_deploy.records import load_bench_runs, load_results
     from asc_deploy.report import results as R
-    from asc_deploy.report.gates import failure_lines, gates_config, load_baseline
+    from asc_deploy.report.gates import exit_code, failure_lines, gates_config, load_baseline
     from asc_deploy.report.render import REPORT_FILES, write_report
     from asc_deploy.report.tables import gates_table, recommendation_table, to_rich
 
@@ -76,7 +77,7 @@ def report(
     if failed:
         # SystemExit rather than typer.Exit: with standalone_mode=False click *returns*
         # typer.Exit's code instead of raising it, and the entry point would exit 0.
-        raise SystemExit(1)
+        raise SystemExit(exit_code(analysed.gates))
 
 
 def register(app: typer.Typer) -> None:

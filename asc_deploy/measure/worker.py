@@ -28,6 +28,8 @@ def measure(spec: dict[str, Any]) -> dict[str, Any]:
         from asc_deploy.measure.loadgen_sut import measure_scenario
 
         return measure_scenario(spec)
+    if spec.get("kind") == "bare":  # the host's noise yardstick (asc_deploy.measure.noise)
+        return _measure_bare(spec)
     runtime = spec.get("runtime", "onnxruntime")
     if runtime == "torch":
         return _measure_torch(spec)
@@ -58,6 +60,31 @@ def _measure_ort(spec: dict[str, Any]) -> dict[str, Any]:
     feeds = [inputs_mod.cast_to_graph(f, dtypes) for f in _feeds(spec, names)]
     fn = ort_run_fn(session, feeds, spec["provider"])
     return _timed_result(fn, spec, feeds, create_ms, tracker, session.get_providers())
+
+
+def _measure_bare(spec: dict[str, Any]) -> dict[str, Any]:
+    """A fixed small graph through the same session settings and timing loop as a cell."""
+    import onnxruntime as ort
+
+    from asc_deploy.measure import noise
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = spec["intra_op_threads"]
+    options.inter_op_num_threads = spec["inter_op_threads"]
+    session = ort.InferenceSession(
+        noise.bare_model_bytes(), options, providers=["CPUExecutionProvider"]
+    )
+    feeds = noise.bare_feeds()
+
+    def fn(i: int) -> None:
+        session.run(None, feeds[i % len(feeds)])
+
+    for i in range(max(spec["warmup"], 1)):
+        fn(i)
+    samples = time_callable(
+        fn, warmup=0, min_iterations=spec["min_iterations"], min_seconds=spec["min_seconds"]
+    )
+    return {"ok": True, "samples_s": samples}
 
 
 def _tensorrt_options(spec: dict[str, Any]) -> dict[str, str] | None:

@@ -6,7 +6,9 @@ What each gate checks:
   every kind-'asc' model) as well, which catches a quantisation that broke an artifact nobody
   picked. Strategy baselines and off-the-shelf models are comparisons, never gated.
 - min_speedup: the recommended artifact on `speedup_target` at `speedup_shape`, on every host
-  that measured it, against the uncompressed PyTorch model on the same host.
+  that measured it, against the uncompressed PyTorch model on the same host. When either
+  measurement is noisy (after the bench's re-measuring) or the host itself was busy (its bare
+  session.run loop spread too much), the gate is *inconclusive*: never PASS on such a number.
 - max_latency_regression (fraction): every measurement that the baseline results.json also has
   (same model/variant/provider/batch/sequence, and the same host when the baseline has any
   measurement from one of our hosts); noisy measurements on either side are skipped.
@@ -16,6 +18,9 @@ What each gate checks:
   uncompressed model's (PyTorch when served). A missing or INVALID Server result fails.
 Gates left unset (None) are not reported. A gate with nothing to check fails, saying why: a
 release gate that silently passes on missing data is worse than none.
+
+Exit codes of `run` and `report`: 0 every gate passed, 1 a gate failed, 3 none failed but one
+was inconclusive (2 is a user error).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ from asc_deploy.report import results as R
 
 Scope = Literal["recommended", "asc"]
 EPS = 1e-9
+EXIT_FAILED, EXIT_INCONCLUSIVE = 1, 3
 
 
 def gates_config(results: Results) -> GatesConfig:
@@ -148,7 +154,35 @@ def speedup_gate(results: Results, recommendation: dict[str, Pick], config: Gate
     verb = ">=" if passed else "<"
     host = f" on {worst.host_label}" if len(chosen) > 1 else ""
     reason = f"{_label(worst)} is {worst.speedup:.2f}x on {shape}{host} {verb} {fmt_limit(limit)}x"
+    doubts = [d for p in chosen if (d := _noise_doubt(results, p, target))]
+    if doubts:
+        reason = f"{reason}, but {doubts[0]}; re-run the bench on a quiet machine"
+        return Gate(
+            name="min_speedup",
+            passed=False,
+            inconclusive=True,
+            value=round(worst.speedup, 4),
+            limit=limit,
+            reason=reason,
+        )
     return gate(passed, round(worst.speedup, 4), reason)
+
+
+def _noise_doubt(results: Results, pick: Pick, provider: str) -> str | None:
+    """Why the speedup of `pick` cannot be trusted, or None: a noisy cell or a busy host."""
+    index = R.measurement_index(results)
+    key = (pick.host, pick.model, pick.variant, provider, pick.batch, pick.sequence)
+    mine = index.get(key)
+    if mine is None:
+        return None
+    base = R.baseline_measurement(results, mine, index)
+    for m in (mine, base):
+        if m is not None and m.noisy:
+            return f"{m.model} {m.variant} was measured noisy (round spread {m.round_spread:.0%})"
+    run = next((r for r in results.bench if r.host.fingerprint == pick.host), None)
+    if run is not None and (run.noise or {}).get("host_busy"):
+        return f"the host was busy (bare session.run loop spread {run.noise['floor']:.0%})"
+    return None
 
 
 def _baseline_pairs(
@@ -273,5 +307,17 @@ def evaluate_gates(
 
 
 def failure_lines(gates: Iterable[Gate]) -> list[str]:
-    """One line per violated gate, as the CLI prints them."""
-    return [f"gate {g.name} failed: {g.reason}" for g in gates if not g.passed]
+    """One line per gate that did not pass, as the CLI prints them."""
+    return [
+        f"gate {g.name} {'inconclusive' if g.inconclusive else 'failed'}: {g.reason}"
+        for g in gates
+        if not g.passed
+    ]
+
+
+def exit_code(gates: Iterable[Gate]) -> int:
+    """0 all passed, EXIT_FAILED when one failed, else EXIT_INCONCLUSIVE when one was."""
+    gates = list(gates)
+    if any(not g.passed and not g.inconclusive for g in gates):
+        return EXIT_FAILED
+    return EXIT_INCONCLUSIVE if any(g.inconclusive for g in gates) else 0

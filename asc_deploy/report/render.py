@@ -70,10 +70,12 @@ def _verdict(gates: list[Gate]) -> list[Block]:
         return [Paragraph("Verdict: PASS (no gates configured)", strong=True)]
     if not failed:
         return [Paragraph(f"Verdict: PASS ({len(gates)} of {len(gates)} gates)", strong=True)]
-    return [
-        Paragraph(f"Verdict: FAIL ({len(failed)} of {len(gates)} gates failed)", strong=True),
-        Bullets(failed),
-    ]
+    doubtful = sum(g.inconclusive for g in gates)
+    if doubtful == len(failed):  # nothing failed outright: the measurements decide nothing
+        verdict = f"Verdict: INCONCLUSIVE ({doubtful} of {len(gates)} gates on noisy measurements)"
+    else:
+        verdict = f"Verdict: FAIL ({len(failed) - doubtful} of {len(gates)} gates failed)"
+    return [Paragraph(verdict, strong=True), Bullets(failed)]
 
 
 def _plot_shape(results: Results, config: GatesConfig, host: str, provider: str) -> tuple[int, int]:

@@ -323,7 +323,7 @@ def gates_table(gates: list[Gate]) -> Table:
         table.rows.append(
             [
                 g.name,
-                "PASS" if g.passed else "FAIL",
+                "PASS" if g.passed else "INCONCLUSIVE" if g.inconclusive else "FAIL",
                 value or MISSING,
                 fmt_limit(g.limit) if g.limit is not None else MISSING,
                 g.reason,
