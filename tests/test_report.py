@@ -260,14 +260,16 @@ def test_report_files_and_reading_order(report_dir):
     images = re.findall(r"\]\((plots/[^)]+\.png)\)", md)
     for img in images:
         assert (report_dir / img).read_bytes().startswith(b"\x89PNG")
-    # accuracy-latency, accuracy-size, similarity, reliability (one shape: no scaling plots)
-    assert len(images) == len(list((report_dir / "plots").glob("*.png"))) == 4
+    # accuracy-latency, accuracy-size, similarity, reliability (one shape: no scaling plots),
+    # and the Server scenario's p99 against offered QPS (the run serves each artifact once)
+    assert len(images) == len(list((report_dir / "plots").glob("*.png"))) == 5
+    assert "plots/server-p99-0-cpu.png" in images
 
 
 def test_html_is_self_contained(report_dir):
     html = (report_dir / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]+)"', html)
-    assert len(images) == 4 and all(s.startswith("data:image/png;base64,") for s in images)
+    assert len(images) == 5 and all(s.startswith("data:image/png;base64,") for s in images)
     assert not re.search(r"(src|href)\s*=\s*[\"']?\s*(https?:|//)", html, re.I)
     assert "<link" not in html and "<script" not in html
     assert 'class="verdict pass"' in html
