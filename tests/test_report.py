@@ -417,3 +417,17 @@ def test_many_host_flags_are_counted_in_the_hosts_table_and_listed_once_under_no
     write_report(flagged, tmp_path, with_plots=False)
     md = (tmp_path / "report.md").read_text()
     assert all(md.count(flag) == 1 for flag in flags)
+
+
+def test_html_paints_only_a_passing_verdict_green():
+    from asc_deploy.report.document import Paragraph
+    from asc_deploy.report.html import to_html_document
+
+    for verdict, cls in (("PASS (2 of 2 gates)", "pass"), ("FAIL (1 of 2 gates failed)", "fail")):
+        html = to_html_document([Paragraph(f"Verdict: {verdict}", strong=True)], "t")
+        assert f'class="verdict {cls}"' in html
+    noisy = "Verdict: INCONCLUSIVE (1 of 2 gates on noisy measurements)"
+    html = to_html_document([Paragraph(noisy, strong=True)], "t")
+    assert 'class="verdict inconclusive"' in html and "verdict pass" not in html
+    gates = tables.Table("Release gates", ["Gate", "Result"], [["min_speedup", "INCONCLUSIVE"]])
+    assert '<td class="inconclusive">INCONCLUSIVE</td>' in to_html_document([gates], "t")

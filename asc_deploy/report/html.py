@@ -18,6 +18,7 @@ th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: ta
 p.note { font-size: 12px; color: #555; margin: 0.2em 0 1.5em; max-width: 100em; }
 .scroll > table { margin-bottom: 0.2em; }
 .pass { color: #11772d; font-weight: bold; } .fail { color: #b00020; font-weight: bold; }
+.inconclusive { color: #a15c00; font-weight: bold; }
 .verdict { font-size: 1.4em; } figure { margin: 1em 0; } img { max-width: 100%; }
 figcaption { font-size: 12px; color: #555; }
 .scroll { overflow-x: auto; }
@@ -32,7 +33,8 @@ NUMBER = re.compile(r"^([-+–]?\d|–$)")  # numbers, cells leading with one, a
 def _cell(text: str, mark: str | None = None) -> str:
     """A table cell; `mark` ("fail" / "pass", Table.marks) colours a value that misses or meets
     its target on top of its alignment."""
-    cls = {"PASS": "pass", "FAIL": "fail"}.get(text) or ("num" if NUMBER.match(text) else None)
+    verdicts = {"PASS": "pass", "FAIL": "fail", "INCONCLUSIVE": "inconclusive"}
+    cls = verdicts.get(text) or ("num" if NUMBER.match(text) else None)
     if cls is None and len(text) > WRAP_AT:
         cls = "wrap"  # a sentence (a flag, a gate's reason) wraps instead of widening the table
     if mark:
@@ -63,7 +65,8 @@ def _block_html(block: Block) -> str:
     if isinstance(block, Paragraph):
         if not block.strong:
             return f"<p>{escape(block.text)}</p>"
-        cls = "fail" if "FAIL" in block.text else "pass"
+        # A verdict is green only when it passed: noisy (inconclusive) numbers are amber.
+        cls = next((c for c in ("fail", "inconclusive") if c.upper() in block.text), "pass")
         return f'<p class="verdict {cls}">{escape(block.text)}</p>'
     if isinstance(block, Bullets):
         return "<ul>" + "".join(f"<li>{escape(i)}</li>" for i in block.items) + "</ul>"
