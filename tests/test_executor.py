@@ -6,6 +6,7 @@ installed is one line. The cluster itself is tests/test_executor_ray.py."""
 from __future__ import annotations
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -108,7 +109,6 @@ def test_executor_config_defaults_and_door_checks():
 
 def _tiny_run_config(tmp_path: Path, executor: dict | None = None) -> Path:
     import yaml
-
     from conftest import tiny_config
 
     tiny_config("bert").save_pretrained(tmp_path / "model")
@@ -232,3 +232,65 @@ def test_storage_probe_reports_what_a_node_does_not_see(tmp_path):
     assert "another file" in probe_node(str(probe), "other", [])
     assert "not shared" in probe_node(str(tmp_path / "none"), "token", [])
     assert probe_node(str(probe), "token", ["/no/such/data"]) == "does not see /no/such/data"
+
+
+def _nodes(*specs: tuple[str, dict]) -> list[dict]:
+    return [{"NodeID": node, "Alive": True, "Resources": res} for node, res in specs]
+
+
+def test_targets_sharing_a_node_are_measured_one_after_another(monkeypatch):
+    from asc_deploy.executors import ray_executor
+
+    nodes = _nodes(
+        ("n1", {"CPU": 8.0, "target:avx512": 1.0, "target:cuda": 1.0}),
+        ("n2", {"CPU": 4.0, "target:arm64": 1.0}),
+        ("n3", {"CPU": 2.0, "target:avx2": 1.0}),
+    )
+    monkeypatch.setattr(ray_executor, "alive_nodes", lambda: nodes)
+    executor = object.__new__(ray_executor.RayExecutor)  # no cluster needed for the plan
+    executor.config = ExecutorConfig(kind="ray")
+    waves = executor.bench_waves(["target:avx512", "target:cuda", "target:arm64", "target:avx2"])
+    assert waves == [["target:avx512", "target:arm64", "target:avx2"], ["target:cuda"]]
+
+
+def test_requests_per_stage_and_a_bench_takes_its_whole_node(monkeypatch, tmp_path):
+    from asc_deploy.executors import ray_executor
+    from asc_deploy.executors.base import StageCall
+
+    nodes = _nodes(("n1", {"CPU": 8.0, "GPU": 1.0}), ("n2", {"CPU": 6.0, "target:t": 1.0}))
+    monkeypatch.setattr(ray_executor, "alive_nodes", lambda: nodes)
+    executor = object.__new__(ray_executor.RayExecutor)
+    executor.config = ExecutorConfig(
+        kind="ray", resources={"recover": {"num_cpus": 4, "num_gpus": 1, "memory_gb": 2}}
+    )
+    context = Context(tmp_path)
+
+    def options(declared, target=None):
+        call = StageCall(declared, Settings({}), context, {}, {}, "x", target)
+        return executor._options(call)
+
+    recover = options(compress.recover)
+    assert (recover["num_cpus"], recover["num_gpus"], recover["memory"]) == (4, 1, 2 * 2**30)
+    assert recover["max_retries"] == 3 and recover["retry_exceptions"] is False
+    assert options(measure.evaluate)["num_cpus"] == 1.0  # unnamed: one CPU
+    bench = options(measure.bench, "target:t")
+    assert bench["resources"] == {"target:t": 1} and bench["num_cpus"] == 6.0  # the whole node
+
+
+def test_preflight_refuses_what_the_cluster_cannot_give(monkeypatch):
+    from asc_deploy.executors import ray_executor
+
+    nodes = _nodes(("n1", {"CPU": 2.0, "memory": 8 * 2**30, "target:cpu": 1.0}))
+    ok = ExecutorConfig(kind="ray", targets=["target:cpu"], resources={"export": {"num_cpus": 2}})
+    ray_executor._check_targets(ok, nodes)
+    ray_executor._check_requests(ok, nodes)
+    with pytest.raises(UserError, match=r"no node of the Ray cluster has the resource 'target:x' "
+                       r"\(custom resources there: target:cpu\)"):  # fmt: skip
+        ray_executor._check_targets(ExecutorConfig(kind="ray", targets=["target:x"]), nodes)
+    for request, words in (
+        ({"finetune": {"num_gpus": 1}}, "finetune: asks for 1 CPU + 1 GPU"),
+        ({"evaluate": {"memory_gb": 64}}, "evaluate: asks for 1 CPU + 64 GB"),
+        ({"recover": {"num_cpus": 3}}, "recover: asks for 3 CPU"),
+    ):
+        with pytest.raises(UserError, match=re.escape(f"executor.resources.{words}, which no")):
+            ray_executor._check_requests(ExecutorConfig(kind="ray", resources=request), nodes)

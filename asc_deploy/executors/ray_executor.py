@@ -31,6 +31,9 @@ PROBE_TIMEOUT_S = 120
 INSTALL = 'executor.kind ray needs Ray on this machine: pip install "asc-deploy[ray]"'
 
 
+_joined = False  # this process joined the cluster (and so leaves it when the run ends)
+
+
 class ClusterError(UserError):
     """The cluster lost work it had been given (a node or worker died past the retries)."""
 
@@ -47,6 +50,7 @@ def _ray():
 
 def connect(config: ExecutorConfig) -> bool:
     """Join the cluster at `config.address` (once per process); True when this call joined."""
+    global _joined
     ray = _ray()
     if ray.is_initialized():
         return False
@@ -74,7 +78,16 @@ def connect(config: ExecutorConfig) -> bool:
         raise UserError(
             f"executor.address {address}: cannot join a Ray cluster ({first}); {hint}"
         ) from None
+    _joined = True
     return True
+
+
+def disconnect() -> None:
+    """Leave the cluster if this process joined it (a caller's own Ray session is left alone)."""
+    global _joined
+    if _joined and _ray().is_initialized():
+        _ray().shutdown()
+    _joined = False
 
 
 def _check_reachable(address: str) -> None:
@@ -99,7 +112,7 @@ def check_cluster(cfg: RunConfig) -> None:
     """Preflight for `executor.kind: ray`, before any work is submitted: the cluster answers,
     each target resource is on some node, each stage's request fits some node, and every node
     sees the run folder, the model, the data and the folder the run started in."""
-    joined = connect(cfg.executor)
+    connect(cfg.executor)
     try:
         nodes = alive_nodes()
         if not nodes:
@@ -108,8 +121,7 @@ def check_cluster(cfg: RunConfig) -> None:
         _check_requests(cfg.executor, nodes)
         _check_storage(cfg, nodes)
     except BaseException:
-        if joined:
-            _ray().shutdown()
+        disconnect()
         raise
 
 
@@ -143,8 +155,8 @@ def _check_requests(config: ExecutorConfig, nodes: list[dict]) -> None:
             biggest = max(nodes, key=lambda n: n["Resources"].get("CPU", 0))["Resources"]
             raise UserError(
                 f"executor.resources.{stage}: asks for {_describe(request)}, which no node of "
-                f"the cluster has (largest: {biggest.get('CPU', 0):g} CPUs, "
-                f"{biggest.get('GPU', 0):g} GPUs, {biggest.get('memory', 0) / 2**30:.1f} GB); "
+                f"the cluster has (largest node: {biggest.get('CPU', 0):g} CPU, "
+                f"{biggest.get('GPU', 0):g} GPU, {biggest.get('memory', 0) / 2**30:.1f} GB); "
                 "lower the request or add a node that has it"
             )
 
@@ -234,7 +246,7 @@ class RayExecutor:
 
     def __init__(self, config: ExecutorConfig):
         self.config = config
-        self._joined = connect(config)
+        connect(config)
         self._remote = _ray().remote(run_stage_task)
 
     # -- scheduling ------------------------------------------------------------------------------
@@ -325,9 +337,7 @@ class RayExecutor:
         return Outcome(record, ran)
 
     def close(self) -> None:
-        if self._joined and _ray().is_initialized():
-            _ray().shutdown()
-        self._joined = False
+        disconnect()
 
 
 def _describe_options(options: dict[str, Any]) -> str:
