@@ -35,9 +35,10 @@ _joined = False  # this process joined the cluster (and so leaves it when the ru
 
 
 class ClusterError(UserError):
-    """The cluster lost work it had been given (a node or worker died past the retries)."""
+    """The cluster lost work it had been given (a node or worker died past the retries); exit 4,
+    apart from a user's mistake (2) and a failed (1) or inconclusive (3) gate."""
 
-    exit_code = 3
+    exit_code = 4
 
 
 def _ray():
