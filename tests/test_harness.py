@@ -176,11 +176,18 @@ def test_the_bare_loop_sets_the_threshold_and_catches_a_busy_host(tmp_path, tiny
     doc, _ = _two_cells(tmp_path / "n", tiny_onnx, [10.0] * 3, spread_12, bare, noise_retries=0)
     assert doc["noise"]["floor"] == pytest.approx(0.07) and doc["noise"]["threshold"] == 0.14
     assert not doc["measurements"][1]["noisy"] and not doc["noise"]["host_busy"]
+    # A bare loop spreading 20% (as this project's idle VM can): a 35% cell is within the host's
+    # own noise, and the host is not busy.
+    bare = [1.0, 1.0, 1.0, 1.2, 1.0]
+    spread_35 = [10.0, 13.5, 10.0]
+    doc, _ = _two_cells(tmp_path / "v", tiny_onnx, [10.0] * 3, spread_35, bare, noise_retries=0)
+    assert doc["noise"]["threshold"] == 0.40 and not doc["noise"]["host_busy"]
+    assert not doc["measurements"][1]["noisy"]
     # A bare loop spreading 50% is a busy host, whatever the cells show.
     bare = [1.0, 1.0, 1.0, 1.5, 1.0]
     doc, _ = _two_cells(tmp_path / "b", tiny_onnx, [10.0] * 3, [10.0] * 3, bare, noise_retries=0)
-    assert doc["noise"]["host_busy"] and doc["noise"]["threshold"] == 0.20
-    assert any("bare session.run loop spread 50%" in f for f in doc["flags"])
+    assert doc["noise"]["host_busy"] and doc["noise"]["threshold"] == 1.0
+    assert any("bare session.run loop spread 50% across rounds (> 30%)" in f for f in doc["flags"])
 
 
 def test_settling_waits_for_two_agreeing_bare_runs_and_gives_up_after_a_bound(tmp_path, tiny_onnx):

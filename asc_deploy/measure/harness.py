@@ -558,7 +558,7 @@ def _flags(
     if noise_doc["host_busy"]:
         flags.append(
             f"machine busy: a bare session.run loop spread {noise_doc['floor']:.0%} across rounds"
-            f" (> {settings.noise_threshold:.0%}); no latency from this run can be trusted"
+            f" (> {noise.BUSY_FLOOR:.0%}); no latency from this run can be trusted"
         )
     cores = host["cpu"].get("logical_cores") or 1
     first = rounds[0]["load_before"]
