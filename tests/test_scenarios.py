@@ -467,6 +467,7 @@ def test_loadgen_scenarios_run_without_torch_and_write_valid_records(
         assert (
             r["sut"]["queries"] == 6 and r["sut"]["providers_in_use"][0] == "CPUExecutionProvider"
         )
+        assert r["sut"]["gil_switch_interval_ms"] == 0.5
     single, server, offline = records["SingleStream"], records["Server"], records["Offline"]
     assert single["value"] == single["latency_ms"]["p90"] <= single["latency_ms"]["p99"]
     assert single["sut"]["batches"]["max_size"] == 1

@@ -485,6 +485,7 @@ def scenario_record(
             "mean_query_length": result["mean_length"],
             "batches": result["batches"],
             "providers_in_use": result["providers"],
+            "gil_switch_interval_ms": result.get("gil_switch_interval_ms"),
         },
         "loadgen": {
             "version": _loadgen_version(),
