@@ -290,24 +290,42 @@ def test_a_qps_gate_the_bench_cannot_check_is_refused_up_front(tmp_path, gate, b
 
 
 def _noisy_baseline(results: Results) -> Results:
-    """The run as if the uncompressed PyTorch cell had spread 171% even after re-measuring."""
+    """The run as if the uncompressed PyTorch cell, still noisy after re-measuring, had rounds at
+    a quarter, once and twice its pooled p50 (the pick's own rounds unchanged)."""
     doc = results.dump()
     for m in doc["bench"][0]["measurements"]:
         if (m["model"], m["variant"]) == ("uncompressed", "torch"):
-            m.update(noisy=True, round_spread=1.71, remeasured=2)
+            p50 = m["latency_ms"]["p50"]
+            m.update(noisy=True, round_spread=1.75, remeasured=2)
+            m["round_p50_ms"] = [p50 / 4, p50, p50 * 2]
     return Results.model_validate(doc)
 
 
-def test_speedup_gate_is_inconclusive_never_pass_on_a_noisy_measurement(results):
+def test_a_noisy_speedup_decides_only_when_all_its_round_pairings_agree(results):
     pick = recommend(results, _config(results))["cpu"]
+    mine = next(
+        m
+        for m in results.bench[0].measurements
+        if (m.model, m.variant, m.batch, m.sequence) == (pick.model, pick.variant, 1, 16)
+    )
+    (c,) = mine.round_p50_ms  # one round in the tiny run
+    base = _reference_p50(results)
+    low, high = base / 4 / c, base * 2 / c
     noisy = _noisy_baseline(results)
-    gate = _run(noisy, min_speedup=pick.speedup / 2)["min_speedup"]
-    assert not gate.passed and gate.inconclusive
-    assert "but uncompressed torch was measured noisy (round spread 171%)" in gate.reason
+    # Every pairing passes: PASS, valued at the pairing nearest the limit.
+    gate = _run(noisy, min_speedup=low * 0.9)["min_speedup"]
+    assert gate.passed and not gate.inconclusive and gate.value == pytest.approx(low, rel=1e-3)
+    assert "uncompressed torch round spread 175%" in gate.reason and "all >=" in gate.reason
+    # The limit between the pairings: inconclusive, never PASS, exit 3.
+    gate = _run(noisy, min_speedup=(low + high) / 2)["min_speedup"]
+    assert not gate.passed and gate.inconclusive and "on both sides of" in gate.reason
     assert G.failure_lines([gate]) == [f"gate min_speedup inconclusive: {gate.reason}"]
     assert G.exit_code([gate]) == G.EXIT_INCONCLUSIVE == 3
-    # A gate that failed outright decides the exit code.
-    both = _run(noisy, min_speedup=pick.speedup / 2, max_size_mb=1e-6)
+    # Every pairing fails: FAIL, valued at the best pairing.
+    gate = _run(noisy, min_speedup=high * 1.1)["min_speedup"]
+    assert not gate.passed and not gate.inconclusive and gate.value == pytest.approx(high, rel=1e-3)
+    # A gate that failed outright decides the exit code over an inconclusive one.
+    both = _run(noisy, min_speedup=(low + high) / 2, max_size_mb=1e-6)
     assert G.exit_code(both.values()) == G.EXIT_FAILED
     assert G.exit_code(_run(results, min_speedup=pick.speedup / 2).values()) == 0
 

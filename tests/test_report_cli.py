@@ -220,9 +220,8 @@ def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
 def test_an_inconclusive_gate_exits_three_with_its_line(monkeypatch, capsys, tmp_path, results):
     doc = results.dump()
     doc["run"]["config"]["gates"]["min_speedup"] = 1e-6
-    for m in doc["bench"][0]["measurements"]:
-        if (m["model"], m["variant"]) == ("uncompressed", "torch"):
-            m.update(noisy=True, round_spread=1.71)
+    # The bare session.run loop spread 42% during the bench: a busy host decides nothing.
+    doc["bench"][0]["noise"] = {"floor": 0.42, "threshold": 0.84, "host_busy": True}
     path = _save(tmp_path / "results.json", doc)
     code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
     assert code == 3
