@@ -232,7 +232,12 @@ def _check_storage(cfg: RunConfig, nodes: list[dict]) -> None:
                     f"storage: {where} did not answer the storage check within "
                     f"{PROBE_TIMEOUT_S} s; check that it is healthy (`ray status`)"
                 )
-            problem = ray.get(ref)
+            try:
+                problem = ray.get(ref)
+            except ray.exceptions.TaskUnschedulableError:
+                # The node died between the listing and the probe (Ray lists a killed node as
+                # alive for a few seconds): no stage can be scheduled there, so it needs no check.
+                continue
             if problem:
                 raise UserError(
                     f"storage: {where} {problem}; mount the output folder, the model and the "
