@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -209,9 +210,9 @@ def _same_outcome(a: dict, b: dict) -> None:
 
 
 def _submitted(output: str) -> list[str]:
-    return [
-        line for line in output.splitlines() if line.startswith("[ray]") and "submitted" in line
-    ]
+    # Anywhere in a line: Ray's forwarded worker output can leave a line unterminated, and the
+    # driver's next line then lands after it.
+    return re.findall(r"\[ray\] [^\n]*?: submitted", output)
 
 
 @pytest.fixture(scope="module")

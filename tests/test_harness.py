@@ -295,6 +295,9 @@ def test_a_quiet_run_is_clean_and_a_loaded_round_is_caught_and_measured_again(ar
             rounds=3,
             intra_op_threads=2,
             noise_retries=retries,
+            # Above the 5-25% a 2 ms cell drifts between fresh processes on an idle 2-core VM,
+            # far below what the burners cause (2-3x slower rounds).
+            noise_threshold=0.35,
         )
         doc = harness.run_bench(harness.resolve_targets([str(artifact)]), settings, runner=load)
         return doc["measurements"][0]
