@@ -110,18 +110,22 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, env=env, **kwargs)
 
 
-@pytest.fixture(scope="session")
-def pipeline_workspace(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    """Data, the tiny model and the off-the-shelf model of the tiny run."""
+def make_workspace(tmp: Path, tokenizer_dir: Path) -> Path:
+    """Data, the tiny model and the off-the-shelf model of the tiny run, under `tmp`."""
     from conftest import tiny_model
     from transformers import AutoTokenizer
 
-    tmp = tmp_path_factory.mktemp("pipeline")
     write_data(tmp / "data")
-    write_model(tmp / "model", tiny_tokenizer_dir)
+    write_model(tmp / "model", tokenizer_dir)
     tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
-    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(tmp / "distilbert")
+    AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp / "distilbert")
     return tmp
+
+
+@pytest.fixture(scope="session")
+def pipeline_workspace(tmp_path_factory, tiny_tokenizer_dir) -> Path:
+    """Data, the tiny model and the off-the-shelf model of the tiny run."""
+    return make_workspace(tmp_path_factory.mktemp("pipeline"), tiny_tokenizer_dir)
 
 
 @pytest.fixture(scope="session")

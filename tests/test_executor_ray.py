@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import write_data, write_model
+from pipeline_helpers import make_workspace
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -137,15 +137,7 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, tiny_tokenizer_dir) -> Path:
-    from conftest import tiny_model
-    from transformers import AutoTokenizer
-
-    tmp = tmp_path_factory.mktemp("ray-run")
-    write_data(tmp / "data")
-    write_model(tmp / "model", tiny_tokenizer_dir)
-    tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
-    AutoTokenizer.from_pretrained(tiny_tokenizer_dir).save_pretrained(tmp / "distilbert")
-    return tmp
+    return make_workspace(tmp_path_factory.mktemp("ray-run"), tiny_tokenizer_dir)
 
 
 def _config(ws: Path, name: str, executor: dict | None = None, **changes) -> Path:
