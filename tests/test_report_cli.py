@@ -213,6 +213,16 @@ def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
     ratio = value[("asc-0.20", "SingleStream")] / value[("uncompressed", "SingleStream")]
     assert rows["asc-0.20"][3] == f"{round(ratio, 4):.2f}x"
     assert "Ratios against uncompressed fp32" in table
+    # SingleStream next to the harness loop that ran around it, for both artifacts.
+    check = md.split(f"### SingleStream vs the harness on {label}, cpu")[-1].split("###")[0]
+    lines = [[c.strip() for c in line.strip("|").split("|")] for line in check.splitlines()]
+    served_rows = {row[0]: row for row in lines if len(row) == 8 and row[1] == "fp32"}
+    assert set(served_rows) == {"uncompressed", "asc-0.20"}
+    singles = {r["model"]: r for r in records if r["scenario"] == "SingleStream"}
+    for model, row in served_rows.items():
+        agreement = singles[model]["harness_check"]
+        assert row[7] == {True: "yes", False: "no"}[agreement["within_noise"]]
+        assert row[5] == f"{100 * agreement['difference_vs_loops']:+.1f}%"
     png = tmp_path / "r" / "plots" / "server-p99-0-cpu.png"
     assert png.read_bytes().startswith(b"\x89PNG")
 

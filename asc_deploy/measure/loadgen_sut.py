@@ -105,6 +105,7 @@ class DynamicBatcher:
         self.sort_by_length = sort_by_length
         self.batch_sizes: list[int] = []
         self.padded_lengths: list[int] = []
+        self.model_seconds: list[float] = []  # the model call alone, as the harness times it
         self.errors: list[BaseException] = []
         self._queue: collections.deque[tuple[int, int, float]] = collections.deque()
         self._cond = threading.Condition()
@@ -166,7 +167,9 @@ class DynamicBatcher:
         rows = [index for _, index, _ in batch]
         try:
             feed = self.queries.batch(rows)
+            started = time.perf_counter()
             infer(feed)
+            self.model_seconds.append(time.perf_counter() - started)
         except BaseException as exc:  # reported by stop(); LoadGen still gets its answers
             self.errors.append(exc)
         else:
@@ -176,8 +179,11 @@ class DynamicBatcher:
 
     def stats(self) -> dict[str, Any]:
         sizes = self.batch_sizes or [0]
+        model_ms = np.asarray(self.model_seconds or [0.0]) * 1000
         return {
             "count": len(self.batch_sizes),
+            "model_p50_ms": round(float(np.percentile(model_ms, 50)), 4),
+            "model_p90_ms": round(float(np.percentile(model_ms, 90)), 4),
             "mean_size": round(float(np.mean(sizes)), 3),
             "max_size": int(max(sizes)),
             "mean_padded_length": round(float(np.mean(self.padded_lengths or [0])), 2),
@@ -315,7 +321,10 @@ def measure_scenario(spec: dict[str, Any]) -> dict[str, Any]:
     with np.load(spec["sample_inputs"]) as data:
         queries = QuerySamples({k: data[k] for k in data.files}, names)
     warm_up(instances, queries, spec["max_batch_size"], spec["warmup"])
-    result = run_loadgen(lg, spec, queries, instances)
+    if spec.get("harness_check"):
+        result = side_by_side(lg, spec, queries, instances[0])
+    else:
+        result = run_loadgen(lg, spec, queries, instances)
     return {
         "ok": True,
         **result,
@@ -324,6 +333,44 @@ def measure_scenario(spec: dict[str, Any]) -> dict[str, Any]:
         "queries": len(queries),
         "mean_length": round(float(queries.lengths.mean()), 2),
     }
+
+
+# ---------------------------------------------------------------- SingleStream vs the harness
+
+def side_by_side(lg, spec: dict[str, Any], queries: QuerySamples, infer: Infer) -> dict:
+    """SingleStream with the harness's timing loop run before and after it in the same process.
+
+    One process keeps this VM's drift between processes out of the comparison; the batcher also
+    times each model call inside the SUT with the harness's clock, so LoadGen's latency can be
+    set against the model's at the very same moments.
+    """
+    seconds = max(1.0, spec["min_duration_s"] / 4)
+    before = harness_loop(queries, infer, seconds)
+    result = run_loadgen(lg, spec, queries, [infer])
+    after = harness_loop(queries, infer, seconds)
+    result["harness_check"] = {
+        "harness_p90_ms": [before["p90"], after["p90"]],
+        "harness_p50_ms": [before["p50"], after["p50"]],
+        "harness_iterations": [before["iterations"], after["iterations"]],
+        "model_p90_during_ms": result["batches"]["model_p90_ms"],
+    }
+    return result
+
+
+def harness_loop(queries: QuerySamples, infer: Infer, seconds: float) -> dict[str, float]:
+    """The harness's batch-1 timing over every query once (in a seeded random order, as LoadGen
+    draws them), then again until `seconds` have passed."""
+    from asc_deploy.measure import latency
+
+    order = np.random.default_rng(0).permutation(len(queries))
+    feeds = [queries.batch([int(i)]) for i in order]
+    samples = latency.time_callable(
+        lambda i: infer(feeds[i % len(feeds)]),
+        warmup=0,
+        min_iterations=len(feeds),
+        min_seconds=seconds,
+    )
+    return latency.summarize_ms(samples) | {"iterations": len(samples)}
 
 
 # ---------------------------------------------------------------- summary log

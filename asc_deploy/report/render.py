@@ -161,7 +161,27 @@ def scenario_tables(results: Results) -> list[tables.Table]:
                 note,
             )
         )
+        agreement = serving.agreement_rows(records, provider)
+        if agreement:
+            out.append(
+                tables.Table(
+                    f"SingleStream vs the harness on {host}, {provider}",
+                    list(serving.AGREEMENT_COLUMNS),
+                    agreement,
+                    AGREEMENT_NOTE,
+                    marks={(i, 7): "fail" for i, row in enumerate(agreement) if row[7] == "no"},
+                )
+            )
     return out
+
+
+AGREEMENT_NOTE = (
+    "The harness's batch-1 loop ran before and after LoadGen's SingleStream test in the same "
+    "process over the same queries, each at its own length; 'during' is the same clock around "
+    "the model calls inside the SUT while LoadGen ran. SUT adds: LoadGen's p90 over the model's "
+    "at the same moments. It agrees when that is within the harness's noise (the larger of the "
+    "bench's noise threshold and the two loops' spread); 'vs harness loops' moves with the host."
+)
 
 
 def _notes(results: Results) -> list[str]:

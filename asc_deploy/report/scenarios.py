@@ -41,6 +41,50 @@ def table_rows(
     return rows
 
 
+AGREEMENT_COLUMNS = (
+    "model",
+    "variant",
+    "LoadGen p90 ms",
+    "harness p90 ms before / during / after",
+    "SUT adds",
+    "vs harness loops",
+    "noise",
+    "agrees",
+)
+
+
+def agreement_rows(records: list[dict[str, Any]], provider: str = "cpu") -> list[list[str]]:
+    """SingleStream p90 next to the harness's batch-1 p90 of the same queries in the same
+    process (measure.scenarios.harness_agreement), under AGREEMENT_COLUMNS."""
+    rows = []
+    for r in records:
+        check = r.get("harness_check")
+        if r["scenario"] != "SingleStream" or r["provider"] != provider or not check:
+            continue
+        before, after = check["harness_p90_ms"]
+        harness = " / ".join(f"{v:.3g}" for v in (before, check["model_p90_during_ms"], after))
+        adds = "-"
+        if check["sut_overhead_ms"] is not None:
+            adds = f"{check['sut_overhead_ms']:.3f} ms ({_percent(check['sut_overhead'])})"
+        rows.append(
+            [
+                r["model"],
+                r["variant"],
+                _value(r["value"], r["validity"]),
+                harness,
+                adds,
+                _percent(check["difference_vs_loops"]),
+                f"±{100 * check['tolerance']:.0f}%",
+                {True: "yes", False: "no", None: r["validity"]}[check["within_noise"]],
+            ]
+        )
+    return rows
+
+
+def _percent(fraction: float | None) -> str:
+    return "-" if fraction is None else f"{100 * fraction:+.1f}%"
+
+
 def _value(value: float | None, validity: str | None) -> str:
     if validity is None:
         return "-"
