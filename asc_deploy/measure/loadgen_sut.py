@@ -337,6 +337,7 @@ def measure_scenario(spec: dict[str, Any]) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- SingleStream vs the harness
 
+
 def side_by_side(lg, spec: dict[str, Any], queries: QuerySamples, infer: Infer) -> dict:
     """SingleStream with the harness's timing loop run before and after it in the same process.
 
