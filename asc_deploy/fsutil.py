@@ -7,6 +7,7 @@ never leaves a half-written folder where a finished one is expected.
 from __future__ import annotations
 
 import contextlib
+import datetime as _dt
 import fcntl
 import hashlib
 import json
@@ -288,3 +289,8 @@ def hash_folder(path: str | Path) -> str:
         h.update(str(f.relative_to(root)).encode())
         h.update(sha256_file(f).encode())
     return h.hexdigest()
+
+
+def utc_now() -> str:
+    """This moment in UTC, as records write it (2026-11-26T16:40:00Z)."""
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -56,7 +56,9 @@ def test_local_executor_is_the_default_and_computes_in_order_when_asked(tmp_path
     assert order == []  # nothing runs before its record is asked for: a plain loop's order
     assert [r.value for r in gather(jobs)] == [3, 1, 2] and order == [3, 1, 2]
     record = json.loads((tmp_path / "stages" / "count-3.json").read_text())
-    assert set(record) == {"key", "stage", "inputs", "result"}  # local records carry no ran_on
+    # Local records carry no ran_on; every record says how long its work took, and when it ended.
+    assert set(record) == {"key", "stage", "inputs", "result", "seconds", "finished"}
+    assert record["seconds"] >= 0 and record["finished"].endswith("Z")
     order.clear()
     assert store.run(count_stage, _cfg(), "3", n=3).value == 3 and order == []  # recorded
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pipeline_helpers import make_workspace
+from pipeline_helpers import make_workspace, tiny_config
 
 pytest.importorskip("ray")
 pytestmark = pytest.mark.slow
@@ -141,34 +141,14 @@ def workspace(tmp_path_factory, tiny_tokenizer_dir) -> Path:
 
 
 def _config(ws: Path, name: str, executor: dict | None = None, **changes) -> Path:
-    """The tiny run: ASC at 0.9 and 0.2, `top` at the same depths, a DistilBERT off the shelf,
-    ORT int8 of the reference, fp32 artifacts, a short cpu bench."""
-    config = {
-        "name": name,
-        "output_dir": str(ws / "exports"),
-        "model": str(ws / "model"),
-        "model_finetuned": True,
-        "task": {"preset": "sst2", "data_dir": str(ws / "data"), "max_length": 32},
-        "finetune": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
-        "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
-        "asc": {"thresholds": [0.9, 0.2]},
-        "comparisons": {
-            "strategies": ["top"],
-            "off_the_shelf": [{"name": "tiny-distilbert", "model": str(ws / "distilbert")}],
-            "quantized_baselines": ["ort-dynamic-int8"],
-        },
-        "export": {"variants": ["fp32"], "validation_samples": 8},
-        "bench": {
-            "batch_sizes": [1],
-            "sequence_lengths": [16],
-            "rounds": 1,
-            "warmup": 1,
-            "min_iterations": 3,
-            "min_seconds": 0.01,
-            "include_torch": False,
-        },  # fmt: skip
-        "gates": {"max_accuracy_drop": 100.0, "speedup_shape": [1, 16]},
-    }
+    """The tiny run with `top` only, ORT int8 of the reference and no PyTorch or LoadGen in the
+    bench: fewer stages keep the cluster tests short."""
+    config = tiny_config(ws, name)
+    config["comparisons"] |= {"strategies": ["top"], "quantized_baselines": ["ort-dynamic-int8"]}
+    del config["comparisons"]["random_seeds"]
+    config["bench"] |= {"include_torch": False}
+    del config["bench"]["scenarios"]
+    config["gates"]["max_accuracy_drop"] = 100.0
     config.update(changes)
     if executor is not None:
         config["executor"] = executor

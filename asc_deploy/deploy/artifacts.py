@@ -12,7 +12,6 @@ that only have onnxruntime (and onnx).
 
 from __future__ import annotations
 
-import datetime as _dt
 import importlib.metadata
 import platform
 import shutil
@@ -22,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from asc_deploy.errors import UserError
-from asc_deploy.fsutil import read_json, sha256_file, write_json_atomic
+from asc_deploy.fsutil import read_json, sha256_file, utc_now, write_json_atomic
 
 SCHEMA = "asc-deploy.artifact/1"
 MANIFEST = "manifest.json"
@@ -116,7 +115,7 @@ def write_manifest(folder: str | Path, fields: dict[str, Any]) -> dict[str, Any]
     files = file_records(folder)
     manifest = {
         "schema": SCHEMA,
-        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         **fields,
         "opset": graph["opset"],
         "inputs": graph["inputs"],

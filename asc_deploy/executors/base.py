@@ -34,6 +34,7 @@ class StageCall:
 class Outcome:
     record: BaseModel
     ran_on: dict[str, Any] | None = None  # where a cluster ran it: node id, ip, host, seconds
+    seconds: float | None = None  # the stage's own wall time, wherever it ran
 
 
 class Executor(Protocol):

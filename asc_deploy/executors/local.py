@@ -3,6 +3,8 @@ for (so the order, the output and a failure are those of a plain loop)."""
 
 from __future__ import annotations
 
+import time
+
 from asc_deploy.executors.base import Outcome, StageCall
 from asc_deploy.stages.core import Pending
 
@@ -12,7 +14,9 @@ class LocalExecutor:
 
     def submit(self, call: StageCall) -> Pending[Outcome]:
         def compute() -> Outcome:
-            return Outcome(call.stage.fn(call.settings, call.context, **call.inputs))
+            started = time.perf_counter()
+            record = call.stage.fn(call.settings, call.context, **call.inputs)
+            return Outcome(record, seconds=round(time.perf_counter() - started, 2))
 
         return Pending(compute)
 

@@ -340,7 +340,7 @@ class RayExecutor:
             f"[ray] {call.title}: done on {ran['host']} ({ran['ip']}, node "
             f"{str(ran['node_id'])[:8]}) in {ran['seconds']:.1f} s"
         )
-        return Outcome(record, ran)
+        return Outcome(record, ran, seconds=ran["seconds"])
 
     def close(self) -> None:
         disconnect()

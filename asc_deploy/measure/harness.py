@@ -13,7 +13,6 @@ Imports neither torch nor transformers: PyTorch variants are timed inside their 
 
 from __future__ import annotations
 
-import datetime as _dt
 import glob
 import json
 import os
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from asc_deploy.errors import UserError
-from asc_deploy.fsutil import hash_json, read_json, write_json_atomic
+from asc_deploy.fsutil import hash_json, read_json, utc_now, write_json_atomic
 from asc_deploy.measure import noise, system
 from asc_deploy.measure.flops import GraphStats, flops_per_example, graph_stats
 from asc_deploy.measure.latency import relative_spread, summarize_ms, throughput_per_s
@@ -428,7 +427,7 @@ def run_bench(
     results: dict[str, list[dict]] = {c.key: [] for c in cells}
     bare: list[float] = []
     rounds = []
-    started = _now()
+    started = utc_now()
     for r in range(settings.rounds):
         rounds.append(_round(r + 1, cells, measure, results, f"round {r + 1}/{settings.rounds}"))
         bare.append(noise.p50_ms(runner(noise.bare_spec(settings), 120.0)))
@@ -580,10 +579,6 @@ def _describe(cell: Cell) -> str:
     return f"{t.model}/{t.variant} [{cell.provider}] batch {cell.batch} seq {cell.sequence}"
 
 
-def _now() -> str:
-    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 # ---------------------------------------------------------------- files
 
 
@@ -624,4 +619,4 @@ def merge_bench(docs: list[dict[str, Any]]) -> dict[str, Any]:
         raise UserError("nothing to merge: give one or more bench.json files")
     runs.sort(key=lambda r: (r["host"]["fingerprint"], r.get("created", "")))
     hosts = {r["host"]["fingerprint"]: r["host"].get("hostname") for r in runs}
-    return {"schema": MERGED_SCHEMA, "created": _now(), "hosts": hosts, "runs": runs}
+    return {"schema": MERGED_SCHEMA, "created": utc_now(), "hosts": hosts, "runs": runs}

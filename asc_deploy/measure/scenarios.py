@@ -18,7 +18,6 @@ Imports neither torch nor transformers (nor mlperf_loadgen: only the worker load
 
 from __future__ import annotations
 
-import datetime as _dt
 import importlib.metadata
 import importlib.util
 from collections.abc import Callable
@@ -29,7 +28,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from asc_deploy.errors import UserError
-from asc_deploy.fsutil import hash_json
+from asc_deploy.fsutil import hash_json, utc_now
 
 SCENARIOS = ("SingleStream", "Server", "Offline")
 METRICS = {"SingleStream": "p90_latency_ms", "Server": "qps_at_bound", "Offline": "samples_per_s"}
@@ -532,7 +531,7 @@ def bench_document(
     load = system.load_average()
     return {
         "schema": harness.SCHEMA,
-        "created": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": utc_now(),
         "host": system.host_info(),
         "settings": settings.record(),
         "scenario_settings": config.record(),

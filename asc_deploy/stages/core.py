@@ -16,7 +16,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel
 
-from asc_deploy.fsutil import hash_folder, hash_json, read_json, sha256_file, write_json_atomic
+from asc_deploy.fsutil import (
+    hash_folder,
+    hash_json,
+    read_json,
+    sha256_file,
+    utc_now,
+    write_json_atomic,
+)
 from asc_deploy.progress import status_line
 
 R = TypeVar("R", bound=BaseModel)
@@ -159,6 +166,9 @@ class StageStore:
                 "stage": stage.name,
                 "inputs": key_doc,
                 "result": outcome.record.model_dump(mode="json"),
+                # How long the work took, for run-time accounting across resumed runs.
+                "seconds": outcome.seconds,
+                "finished": utc_now(),
             }
             if outcome.ran_on is not None:  # where a cluster ran it (absent for local runs)
                 document["ran_on"] = outcome.ran_on
