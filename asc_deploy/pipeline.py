@@ -81,6 +81,7 @@ class Pipeline:
                 started=started.isoformat(),
                 finished=dt.datetime.now(dt.UTC).isoformat(),
                 duration_s=round(time.perf_counter() - clock, 1),
+                compute=self.store.compute_time(),
             ),
             task=TaskInfo(
                 name=self.task.name,

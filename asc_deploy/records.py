@@ -242,6 +242,12 @@ def host_label(host: Host | dict[str, Any]) -> str:
 
 
 # -- the run --------------------------------------------------------------------------------------
+class StageTime(Record):
+    records: int  # stage records the run used, computed now or earlier
+    seconds: float  # the work they took, summed over every session that computed them
+    untimed: int = 0  # records written before records kept their time
+
+
 class RunInfo(Record):
     name: str
     config: dict[str, Any]
@@ -249,7 +255,8 @@ class RunInfo(Record):
     config_path: str | None = None
     started: str
     finished: str
-    duration_s: float
+    duration_s: float  # this invocation only; a resumed run's compute is in `compute`
+    compute: dict[str, StageTime] = {}  # stage name -> its records' compute time
 
 
 class TaskInfo(Record):

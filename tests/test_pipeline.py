@@ -68,6 +68,15 @@ def test_rerun_with_same_inputs_reuses_every_stage(full_run, pipeline_workspace)
     assert rerun["evaluations"] == results["evaluations"]
     # Every stage was reused: nothing fine-tuned, exported or measured again.
     assert "[stage] bench" not in again.stderr and "[stage] evaluate" not in again.stderr
+    # The compute time is the records', not this (instant) invocation's: it adds up the same.
+    records = [json.loads(p.read_text()) for p in (root / "stages").glob("*.json")]
+    assert rerun["run"]["compute"] == results["run"]["compute"]
+    for stage, spent in results["run"]["compute"].items():
+        mine = [r for r in records if r["stage"] == stage]
+        assert spent["records"] == len(mine) and spent["untimed"] == 0
+        assert spent["seconds"] == pytest.approx(sum(r["seconds"] for r in mine), abs=0.05)
+    total = sum(t["seconds"] for t in results["run"]["compute"].values())
+    assert rerun["run"]["duration_s"] < total <= results["run"]["duration_s"] + 1
 
 
 def test_gates_fail_with_one_line_each_and_exit_1(full_run, pipeline_workspace):

@@ -56,6 +56,14 @@ def test_passing_gates_exit_zero_and_write_the_report(
         "results.json",
         "plots",
     }
+    # What the run's stages cost, from the records the real run wrote.
+    compute = json.loads(run_results_file.read_text())["run"]["compute"]
+    table = (tmp_path / "rep" / "report.md").read_text().split("### Compute time by stage")[1]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in table.splitlines()]
+    rows = {row[0]: row for row in rows if len(row) == 4 and row[0] not in ("Stage", "---")}
+    assert set(rows) == {*compute, "total"}
+    assert all(rows[stage][1] == str(spent["records"]) for stage, spent in compute.items())
+    assert rows["total"][1] == str(sum(t["records"] for t in compute.values()))
 
 
 def test_failing_gate_exits_one_with_its_line(monkeypatch, capsys, tmp_path, results):
@@ -221,7 +229,7 @@ def test_serving_scenarios_measured_on_the_run_s_artifacts_are_reported(
     singles = {r["model"]: r for r in records if r["scenario"] == "SingleStream"}
     for model, row in served_rows.items():
         agreement = singles[model]["harness_check"]
-        assert row[7] == {True: "yes", False: "no"}[agreement["within_noise"]]
+        assert row[7].strip("*") == {True: "yes", False: "no"}[agreement["within_noise"]]
         assert row[5] == f"{100 * agreement['difference_vs_loops']:+.1f}%"
     png = tmp_path / "r" / "plots" / "server-p99-0-cpu.png"
     assert png.read_bytes().startswith(b"\x89PNG")

@@ -228,6 +228,9 @@ def build_document(results: Results, images: list[Image]) -> list[Block]:
     blocks += [tables.latency_table(results, label) for label in R.host_labels(results)]
     blocks += scenario_tables(results)
     blocks.append(tables.hosts_table(results))
+    compute = tables.compute_table(results)
+    if compute is not None:
+        blocks.append(compute)
     notes = _notes(results)
     if notes:
         blocks += [Heading("Notes", 3), Bullets(notes)]

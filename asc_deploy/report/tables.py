@@ -537,6 +537,30 @@ def hosts_table(results: Results) -> Table:
     return table
 
 
+def compute_table(results: Results) -> Table | None:
+    """What the run's stages cost, summed over every session that computed them (a resumed run's
+    own duration counts only its last invocation)."""
+    compute = results.run.compute
+    if not compute:
+        return None
+    order = sorted(compute.items(), key=lambda item: -item[1].seconds)
+    rows = [[stage, str(t.records), _clock(t.seconds), str(t.untimed or "")] for stage, t in order]
+    total = sum(t.seconds for t in compute.values())
+    rows.append(["total", str(sum(t.records for t in compute.values())), _clock(total), ""])
+    note = (
+        f"Compute time of the stage records this run used, whenever they were computed; this "
+        f"invocation took {_clock(results.run.duration_s)}. Untimed: records written before "
+        "records kept their time."
+    )
+    return Table("Compute time by stage", ["Stage", "Records", "Time", "Untimed"], rows, note)
+
+
+def _clock(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}"
+
+
 def _flags_cell(flags: list[str]) -> str:
     """One flag in full; several by count: the report's Notes list each one already."""
     if len(flags) <= 1:

@@ -121,6 +121,9 @@ class StageStore:
 
     context: Context
     executor: Any = field(default=None)  # an asc_deploy.executors Executor; None: local
+    # Record file -> (stage, the seconds its work took): every record this run used, reused or
+    # computed, so a run resumed across sessions still adds up its compute time.
+    ledger: dict[str, tuple[str, float | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.executor is None:
@@ -155,6 +158,7 @@ class StageStore:
         if stage.name not in self.context.force and path.is_file():
             stored = read_json(path)
             if stored.get("key") == key:
+                self.ledger[path.name] = (stage.name, stored.get("seconds"))
                 return Pending(lambda: stage.record.model_validate(stored["result"]))
         call = StageCall(stage, settings, self.context, inputs, key_doc["inputs"], label, target)
         job = self.executor.submit(call)
@@ -173,9 +177,23 @@ class StageStore:
             if outcome.ran_on is not None:  # where a cluster ran it (absent for local runs)
                 document["ran_on"] = outcome.ran_on
             write_json_atomic(path, document)
+            self.ledger[path.name] = (stage.name, outcome.seconds)
             return outcome.record
 
         return Pending(record, in_flight=getattr(job, "in_flight", False))
+
+    def compute_time(self) -> dict[str, dict[str, Any]]:
+        """Per stage: the records this run used, the seconds their work took, and how many were
+        written before records kept their time (`untimed`)."""
+        out: dict[str, dict[str, Any]] = {}
+        for stage, seconds in self.ledger.values():
+            entry = out.setdefault(stage, {"records": 0, "seconds": 0.0, "untimed": 0})
+            entry["records"] += 1
+            if seconds is None:
+                entry["untimed"] += 1
+            else:
+                entry["seconds"] = round(entry["seconds"] + seconds, 2)
+        return out
 
 
 class Pending(Generic[R]):
