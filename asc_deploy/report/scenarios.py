@@ -62,7 +62,7 @@ def agreement_rows(records: list[dict[str, Any]], provider: str = "cpu") -> list
         if r["scenario"] != "SingleStream" or r["provider"] != provider or not check:
             continue
         before, after = check["harness_p90_ms"]
-        harness = " / ".join(f"{v:.3g}" for v in (before, check["model_p90_during_ms"], after))
+        harness = " / ".join(f"{v:.2f}" for v in (before, check["model_p90_during_ms"], after))
         adds = "-"
         if check["sut_overhead_ms"] is not None:
             adds = f"{check['sut_overhead_ms']:.3f} ms ({_percent(check['sut_overhead'])})"
