@@ -162,11 +162,14 @@ def _kl_after_removal(model, removed_1based: list[int], batches) -> float:
     return total / rows
 
 
-def test_greedy_removes_an_identity_layer_first_and_its_kl_path_is_removals_kl():
+def test_greedy_removes_an_identity_layer_first_and_its_kl_path_is_removals_kl(capsys, monkeypatch):
+    monkeypatch.delenv("ASC_QUIET", raising=False)
     model = _with_identity(tiny_model("bert", "classification", num_layers=4), [1])  # layer 2
     before = copy.deepcopy(model.state_dict())
     batches = _batches()
     choice = select_layers("greedy", 4, 2, model=model, batches=batches)
+    # A CI log sees the search: 4 + 3 candidate passes for two layers.
+    assert "greedy layer selection: done, 7/7 (100%)" in capsys.readouterr().err
     order, kls = choice.evidence["order"], choice.evidence["kl_path"]
     assert order[0] == 2 and kls[0] == 0.0
     assert choice.layers == sorted(order) and len(choice.evidence["steps"]) == 2
@@ -368,7 +371,7 @@ def test_prune_with_block_influence_and_greedy(tiny_model_dir, sst2_dir, tmp_pat
         "--data-dir", sst2_dir, "--greedy-samples", 6, "-o", out, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    printed = json.loads(result.output)
+    printed = json.loads(result.stdout)  # progress lines go to stderr
     assert task.splits == ["train"]
     assert len(printed["evidence"]["kl_path"]) == 2 and printed["seed"] == 42
     assert printed["removed_layers"] == sorted(printed["evidence"]["order"])

@@ -226,8 +226,13 @@ def _angular_block(r: LayerRequest) -> Choice:
 )
 def _greedy(r: LayerRequest) -> Choice:
     from asc_deploy.compress.greedy import greedy_removal
+    from asc_deploy.progress import progress_bar
 
-    layers, path = greedy_removal(r.model, r.batches, r.count)
+    # One pass over the batches per layer still in the model, for each layer removed: minutes
+    # on a base-size model, so it shows progress like any long stage.
+    passes = sum(r.num_layers - k for k in range(r.count))
+    with progress_bar("greedy layer selection", passes) as advance:
+        layers, path = greedy_removal(r.model, r.batches, r.count, progress=advance)
     return Choice(
         layers,
         {
