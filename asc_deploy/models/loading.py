@@ -94,6 +94,10 @@ def load_model_and_tokenizer(
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
+    if head == "encoder" and _has_optional_pooler(config):
+        # Only hidden states are read here; a fine-tuned classifier's folder has no pooler, and
+        # loading one fresh prints "newly initialized ... You should probably TRAIN this model".
+        kwargs["add_pooling_layer"] = False
     factory = {
         "classification": AutoModelForSequenceClassification,
         "question-answering": AutoModelForQuestionAnswering,
@@ -107,6 +111,19 @@ def load_model_and_tokenizer(
             f"cannot load '{source}': {_weights_hint(str(exc).splitlines()[0])}"
         ) from exc
     return model.eval(), tokenizer
+
+
+def _has_optional_pooler(config) -> bool:
+    """Whether the architecture's bare encoder takes `add_pooling_layer` (BERT, RoBERTa, MPNet)."""
+    import inspect
+
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING
+
+    try:
+        encoder = MODEL_MAPPING[type(config)]
+    except KeyError:
+        return False
+    return "add_pooling_layer" in inspect.signature(encoder.__init__).parameters
 
 
 def _first_line(exc: Exception) -> str:
