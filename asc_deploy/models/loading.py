@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Literal
 
@@ -94,7 +95,7 @@ def load_model_and_tokenizer(
             id2label=dict(enumerate(names)),
             label2id={n: i for i, n in enumerate(names)},
         )
-    if head == "encoder" and _has_optional_pooler(config):
+    if head == "encoder" and _has_optional_pooler(config) and _saved_without_pooler(source):
         # Only hidden states are read here; a fine-tuned classifier's folder has no pooler, and
         # loading one fresh prints "newly initialized ... You should probably TRAIN this model".
         kwargs["add_pooling_layer"] = False
@@ -124,6 +125,22 @@ def _has_optional_pooler(config) -> bool:
     except KeyError:
         return False
     return "add_pooling_layer" in inspect.signature(encoder.__init__).parameters
+
+
+def _saved_without_pooler(source: str | Path) -> bool:
+    """A local safetensors folder whose weights hold no pooler (a hub id or .bin: unknown)."""
+    folder = Path(source)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        names = list(json.loads(index.read_text())["weight_map"])
+    elif (folder / "model.safetensors").is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(folder / "model.safetensors"), framework="pt") as weights:
+            names = list(weights.keys())
+    else:
+        return False
+    return not any(".pooler." in f".{name}" for name in names)
 
 
 def _first_line(exc: Exception) -> str:
