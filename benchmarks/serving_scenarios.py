@@ -1,13 +1,13 @@
 """MLPerf LoadGen serving scenarios on a finished run's artifacts, in one `bench --scenario` call.
 
 The uncompressed model in PyTorch fp32 (served through the same SUT), its ONNX fp32 and
-int8-dynamic artifacts, and the recommended pruned int8 artifact: SingleStream p90 (with the
+int8-dynamic artifacts, and the run's recommended (pruned) artifact: SingleStream p90 (with the
 harness's batch-1 p90 measured around it in the same process), the highest Server QPS whose
 p99 stays within the bound, and Offline samples/s, each with LoadGen's verdict; then the ratios
 to the uncompressed ONNX fp32 and PyTorch artifacts.
 
-    .venv/bin/python benchmarks/serving_scenarios.py [--run exports/default] [--pruned top-2]
-        [--latency-bound-ms 50]
+    .venv/bin/python benchmarks/serving_scenarios.py [--run exports/default]
+        [--pick top-2/int8-dynamic] [--latency-bound-ms 50]
 
 Run it alone: another job on these 2 cores moves the numbers more than the artifacts differ.
 Writes benchmarks/results/serving_scenarios.json (the full bench.json sits beside it as
@@ -34,7 +34,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=ROOT / "exports" / "default")
-    parser.add_argument("--pruned", default="top-2", help="the pruned model to serve (int8)")
+    parser.add_argument("--pick", help="model/variant to serve (default: the recommendation)")
     parser.add_argument("--latency-bound-ms", type=float, default=50.0)
     # Server's p99 early-stopping check needs about 460 queries; PyTorch serves ~17 QPS here,
     # so LoadGen's default 1024 would make each of its search runs a minute long.
@@ -48,7 +48,7 @@ def main() -> int:
     targets = [
         artifacts / "uncompressed" / "fp32",
         artifacts / "uncompressed" / "int8-dynamic",
-        artifacts / args.pruned / "int8-dynamic",
+        artifacts / (args.pick or _recommended(args.run)),
     ]
     bench = RESULTS / "serving_scenarios.bench.json"
     command = [
@@ -81,6 +81,12 @@ def main() -> int:
             f"Offline {row['samples_per_s']} samples/s"
         )
     return 0
+
+
+def _recommended(run: Path) -> str:
+    """model/variant the run recommends for CPU."""
+    pick = json.loads((run / "report" / "results.json").read_text())["recommendation"]["cpu"]
+    return f"{pick['model']}/{pick['variant']}"
 
 
 def _row(record: dict) -> dict:
