@@ -556,6 +556,9 @@ def compute_table(results: Results) -> Table | None:
 
 
 def _clock(seconds: float) -> str:
+    """1:02:03 for long work, 12.3 s for short (a tiny run's stages are all under a second)."""
+    if seconds < 60:
+        return f"{seconds:.1f} s"
     minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}"
