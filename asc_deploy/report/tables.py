@@ -544,7 +544,11 @@ def compute_table(results: Results) -> Table | None:
     if not compute:
         return None
     order = sorted(compute.items(), key=lambda item: -item[1].seconds)
-    rows = [[stage, str(t.records), _clock(t.seconds), str(t.untimed or "")] for stage, t in order]
+    rows = [
+        [stage, str(t.records), MISSING if t.untimed == t.records else _clock(t.seconds),
+         str(t.untimed or "")]
+        for stage, t in order
+    ]  # fmt: skip
     total = sum(t.seconds for t in compute.values())
     rows.append(["total", str(sum(t.records for t in compute.values())), _clock(total), ""])
     note = (
