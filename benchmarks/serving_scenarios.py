@@ -85,8 +85,18 @@ def main() -> int:
 
 def _recommended(run: Path) -> str:
     """model/variant the run recommends for CPU."""
-    pick = json.loads((run / "report" / "results.json").read_text())["recommendation"]["cpu"]
+    results = run / "report" / "results.json"
+    if not results.is_file():
+        _fail(f"no {results}; run `make bench` first, or pass --pick MODEL/VARIANT")
+    pick = json.loads(results.read_text())["recommendation"].get("cpu")
+    if not pick or not pick.get("model"):
+        _fail(f"{results} recommends nothing for cpu; pass --pick MODEL/VARIANT")
     return f"{pick['model']}/{pick['variant']}"
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def _row(record: dict) -> dict:
