@@ -611,9 +611,11 @@ def harness_agreement(
     of the bench's noise threshold and the spread of the two loops. `difference_vs_loops`
     records the plain comparison with the loops' mean.
     """
+    from asc_deploy.measure.latency import relative_spread
+
     loops = check["harness_p90_ms"]
     loops_mean = float(np.mean(loops))
-    spread = (max(loops) - min(loops)) / loops_mean if loops_mean > 0 else 0.0
+    spread = relative_spread(loops)  # of two loops: (max - min) / their mean
     tolerance = max(noise_threshold, spread)
     during = check["model_p90_during_ms"]
     out = {
