@@ -376,3 +376,37 @@ def test_run_config_accepts_an_int8_mixed_request(tmp_path):
     export = load_run_config(path).export
     assert export.variants == ["fp32", "int8-mixed"] and export.int8_budget == 0.5
     assert (export.mixed_samples, export.mixed_mode, export.per_channel) == (300, "static", False)
+
+
+def test_tradeoff_curve_keeps_the_k_most_sensitive_groups_fp32(planted, tmp_path):
+    """benchmarks/int8_tradeoff.py: one artifact per k, each validated, the run's ranking obeyed."""
+    import importlib.util
+    from pathlib import Path
+
+    fp32, task, tokenizer = planted
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_tradeoff.py"
+    spec = importlib.util.spec_from_file_location("int8_tradeoff", script)
+    tradeoff = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tradeoff)
+    calibration, heldout = training_slices(task, tokenizer, CALIBRATION, HELDOUT)
+    mixed = fp32.parent / "int8-mixed"
+    t = quantize_mixed_artifact(
+        fp32, mixed, calibration, heldout, BUDGET, isa="avx2", calibration_samples=CALIBRATION
+    )["transform"]
+    rows = tradeoff.build_artifacts(fp32, mixed, tmp_path, [0, 2], "avx2")
+    labels = [r["label"] for r in rows]
+    ranking = [r["group"] for r in t["sensitivity"]]
+    assert labels[:3] == ["fp32", "int8 per-tensor", "int8 per-channel"]
+    assert labels[3] == f"int8 per-channel, fp32: {ranking[0]}, {ranking[1]}"
+    groups = quantizable_groups(fp32 / "model.onnx", "dynamic")
+    share = (len(groups[ranking[0]]) + len(groups[ranking[1]])) / 29
+    assert [r["share"] for r in rows] == [1.0, 0.0, 0.0, pytest.approx(share)]
+    kept = {n for g in ranking[:2] for n in groups[g] if "MatMul" in n}
+    two = Path(rows[3]["artifact"]) / "model.onnx"
+    assert kept <= _float_matmuls(two)  # the two most sensitive groups' MatMuls stay float
+    assert not kept <= _float_matmuls(Path(rows[2]["artifact"]) / "model.onnx")
+    per_tensor = json.loads((tmp_path / "per-tensor" / "manifest.json").read_text())
+    assert per_tensor["settings"]["per_channel"] is False
+    for row in rows[1:]:
+        manifest = json.loads(Path(row["artifact"], "manifest.json").read_text())
+        assert manifest["validation"]["passed"]
