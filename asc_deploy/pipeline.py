@@ -327,6 +327,7 @@ def _compare(evaluations: list[Evaluation], task) -> None:
         stats = paired_statistics(ref_records, records, task.family)
         primary = stats.get(task.primary_metric) or next(iter(stats.values()))
         evaluation.comparison = primary.to_dict()
+        evaluation.comparisons = {metric: s.to_dict() for metric, s in stats.items()}
 
 
 def _parameters_from_folder(path: str | Path) -> int | None:

@@ -124,6 +124,8 @@ class Evaluation(Record):
     delta: float | None = None  # points vs the reference in PyTorch; recomputed by Results
     fidelity: Fidelity | None = None
     comparison: dict[str, Any] | None = None  # paired statistics vs the reference
+    # The same for every per-example metric of the task, by name (QA: exact and f1).
+    comparisons: dict[str, dict[str, Any]] | None = None
 
     @property
     def key(self) -> tuple[str, str]:

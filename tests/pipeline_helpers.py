@@ -36,16 +36,24 @@ def write_data(folder: Path) -> None:
     (folder / "dev.tsv").write_text("text\tlabel\n" + "\n".join(rows[:24]) + "\n")
 
 
-def write_model(folder: Path, tokenizer_dir: Path) -> None:
+def write_model(folder: Path, tokenizer_dir: Path, head: str = "classification") -> None:
     """A tiny BERT whose layer 2 is (almost exactly) the identity, so ASC has a layer to find."""
     import torch
     from conftest import tiny_config
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForQuestionAnswering,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+    )
 
     config = tiny_config("bert", num_layers=4)
     config.initializer_range = 0.3  # large weights: the other layers really change the states
     torch.manual_seed(0)
-    model = AutoModelForSequenceClassification.from_config(config)
+    factory = {
+        "classification": AutoModelForSequenceClassification,
+        "question-answering": AutoModelForQuestionAnswering,
+    }[head]
+    model = factory.from_config(config)
     layer = model.bert.encoder.layer[1]
     with torch.no_grad():
         for dense in (layer.attention.output.dense, layer.output.dense):

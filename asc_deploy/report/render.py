@@ -216,9 +216,11 @@ def build_document(results: Results, images: list[Image]) -> list[Block]:
         tables.gates_table(results.gates),
         tables.recommendation_table(results, results.recommendation),
         tables.main_table(results),
-        tables.layer_choice_table(results),
-        *_similarity_scale(results),
     ]
+    every_metric = tables.metrics_table(results)
+    if every_metric is not None:
+        blocks.append(every_metric)
+    blocks += [tables.layer_choice_table(results), *_similarity_scale(results)]
     screening = tables.screening_table(results)
     if screening is not None:
         blocks.append(screening)

@@ -6,6 +6,8 @@
   with its 95% CI; report/bert99.py), faithfulness measures, and one cell per (host, provider,
   shape) with p50 / p95 and the speedup against the uncompressed PyTorch model on the same
   host, provider and shape;
+- metrics_table: for a task with several per-example metrics (QA: EM and F1), each metric with
+  its paired 95% CI against the uncompressed model;
 - latency_table: one row per measurement with p50, p95, throughput, memory and speedup;
 - layer_choice_table: per number of removed layers, the recovered metric of each criterion that
   chose that many layers (ASC, the baselines, random seeds as mean ± sd, off-the-shelf models of
@@ -72,7 +74,8 @@ def _signed(value: float) -> str:
 # -- paired statistics ----------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Paired:
-    """An evaluation's paired comparison with the uncompressed model (Evaluation.comparison).
+    """An evaluation's paired comparison with the uncompressed model (Evaluation.comparison;
+    Evaluation.comparisons for a metric other than the primary).
 
     The comparison is measure/statistics.py's PairedComparison as a dict, either of the primary
     metric itself or keyed by metric name ({"exact": {...}, "f1": {...}} for QA)."""
@@ -88,6 +91,8 @@ class Paired:
         comparison: Mapping[str, Any] = (ev.comparison if ev else None) or {}
         if isinstance(comparison.get(metric), Mapping):
             comparison = comparison[metric]
+        elif comparison.get("metric", metric) != metric:  # the primary's; another was asked
+            comparison = (ev.comparisons or {}).get(metric) or {}
         if not comparison:
             return None
         lo, hi, p = comparison.get("ci_low"), comparison.get("ci_high"), comparison.get("p_value")
@@ -479,6 +484,34 @@ def layer_choice_table(results: Results) -> Table:
     )
     if not table.rows:
         table.note = "No pruned model in this run."
+    return table
+
+
+def metrics_table(results: Results) -> Table | None:
+    """Every per-example metric of a task that has several (QA: EM and F1), each with its paired
+    95% CI against the uncompressed model; None for a one-metric task."""
+    metrics = list(dict.fromkeys(m for e in results.evaluations for m in (e.comparisons or {})))
+    if len(metrics) < 2:
+        return None
+    headers = ["Model", "Variant"]
+    for metric in metrics:
+        headers += [metric, f"Δ {metric} [95% CI]"]
+    table = Table("Every metric, paired with the uncompressed model", headers)
+    for model, variant in R.artifact_keys(results):
+        ev = results.evaluation(model, variant)
+        row = [model, variant]
+        for metric in metrics:
+            paired = Paired.of(ev, metric) if ev and metric in (ev.comparisons or {}) else None
+            value = ev.metrics.get(metric) if ev else None
+            row += [
+                fmt(value),
+                paired.interval() + ("*" if paired.significant else "") if paired else MISSING,
+            ]
+        table.rows.append(row)
+    table.note = (
+        "Each metric on the evaluation split; Δ in points vs the uncompressed model in PyTorch "
+        "fp32 with the paired 95% bootstrap CI over the same examples (* significant)."
+    )
     return table
 
 

@@ -1,0 +1,126 @@
+"""One real `asc-deploy run` of extractive QA on tiny models, the way offline-squad2-minilm runs.
+
+SQuAD-format files split by article, a tiny BERT with a QA head, ASC at a target depth against
+top / bottom / random with screening on held-out *training* questions, distilled recovery, fp32
+and int8-dynamic artifacts of every recovered model, a bench and the report. The report's
+EM / F1 tables are read from what the stages wrote.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from pipeline_helpers import cli, write_model
+
+CONTEXT = (
+    "the king was born in paris . the queen was born in london . "
+    "the war ended in the year of peace . "
+    "the river of the city is long and the capital of france is paris . "
+    "music and love never ended ."
+)
+QUESTIONS = [
+    ("where was the king born ?", "paris"),
+    ("who was born in london ?", "the queen"),
+    ("what is the capital of france ?", "paris"),
+    ("what never ended ?", "music and love"),
+    ("who died ?", None),
+    ("what is long ?", "the river of the city"),
+]
+
+
+def _squad(path: Path, articles: int, prefix: str) -> None:
+    data = []
+    for a in range(articles):
+        qas = [
+            {
+                "id": f"{prefix}{a}-{i}",
+                "question": question,
+                "answers": [{"text": answer, "answer_start": CONTEXT.index(answer)}]
+                if answer
+                else [],
+                "is_impossible": answer is None,
+            }
+            for i, (question, answer) in enumerate(QUESTIONS)
+        ]
+        data.append({"title": f"{prefix}{a}", "paragraphs": [{"context": CONTEXT, "qas": qas}]})
+    path.write_text(json.dumps({"version": "v2.0", "data": data}))
+
+
+@pytest.fixture(scope="module")
+def qa_run(tmp_path_factory, tiny_tokenizer_dir):
+    tmp = tmp_path_factory.mktemp("qa-run")
+    _squad(tmp / "train.json", 6, "t")
+    _squad(tmp / "dev.json", 2, "d")
+    write_model(tmp / "model", tiny_tokenizer_dir, "question-answering")
+    config = {
+        "name": "qa",
+        "output_dir": str(tmp / "exports"),
+        "model": str(tmp / "model"),
+        "task": {
+            "family": "question-answering",
+            "train_file": str(tmp / "train.json"),
+            "eval_file": str(tmp / "dev.json"),
+            "qa": {"max_length": 48, "stride": 16},
+        },
+        "finetune": {"preset": "cpu-fast", "max_steps": 4, "batch_size": 8},
+        "recovery": {"preset": "cpu-fast", "max_steps": 4, "batch_size": 8, "distillation": True},
+        "screening": {"fraction": 0.5, "keep": 1, "samples": 6},
+        "asc": {"thresholds": [], "remove_layers": [1]},
+        "comparisons": {"strategies": ["top", "bottom"], "random_seeds": [1]},
+        "export": {
+            "variants": ["fp32", "int8-dynamic"],
+            "models": ["reference", "asc", "strategy"],
+            "validation_samples": 6,
+        },
+        "bench": {
+            "batch_sizes": [1],
+            "sequence_lengths": [32],
+            "rounds": 1,
+            "warmup": 1,
+            "min_iterations": 3,
+            "min_seconds": 0.01,
+        },
+        "gates": {"max_accuracy_drop": 100.0, "speedup_shape": [1, 32]},
+    }
+    path = tmp / "qa.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = tmp / "exports" / "qa"
+    return root, json.loads((root / "report" / "results.json").read_text())
+
+
+def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifact(qa_run):
+    root, results = qa_run
+    continued = [m for m in results["models"] if (m["screening"] or {}).get("continued")]
+    assert len(continued) == 1  # one candidate per depth goes on to the full recovery
+    name = continued[0]["name"]
+    screened_out = [m for m in results["models"] if m["screening"] and m["name"] != name]
+    assert {m["strategy"] for m in screened_out} | {continued[0]["strategy"]} == {
+        "asc",
+        "top",
+        "bottom",
+    }
+    evaluations = {(e["model"], e["variant"]): e for e in results["evaluations"]}
+    for model in ("uncompressed", name):
+        for variant in ("torch", "fp32", "int8-dynamic"):
+            ev = evaluations[(model, variant)]
+            assert set(ev["comparisons"]) == {"exact", "f1"}, (model, variant)
+            assert ev["comparison"] == ev["comparisons"]["f1"]  # the primary metric
+            for stats in ev["comparisons"].values():
+                assert stats["ci_low"] <= stats["delta"] <= stats["ci_high"]
+                assert stats["other"] == pytest.approx(ev["metrics"][stats["metric"]])
+    md = (root / "report" / "report.md").read_text()
+    table = md.split("### Every metric, paired with the uncompressed model")[1].split("###")[0]
+    assert "| Model | Variant | exact | Δ exact [95% CI] | f1 | Δ f1 [95% CI] |" in table
+    for variant in ("torch", "fp32", "int8-dynamic"):
+        ev = evaluations[(name, variant)]
+        exact = ev["comparisons"]["exact"]
+        cell = f"{exact['delta']:+.2f} [{exact['ci_low']:+.2f}, {exact['ci_high']:+.2f}]"
+        assert f"| {name} | {variant} | {ev['metrics']['exact']:.2f} | {cell}" in table
+    layer_choice = md.split("### Layer-choice baselines")[1].split("###")[0]
+    assert f"layers {','.join(map(str, continued[0]['removed_layers']))}" in layer_choice
+    assert "screened out" in layer_choice and "### Screening" in md
