@@ -96,6 +96,7 @@ class Pipeline:
                 examples=profile.examples,
                 tokens=profile.tokens,
                 selections=candidates.selections,
+                depth_targets=candidates.depth_targets,
             ),
             models=models,
             evaluations=evaluations,

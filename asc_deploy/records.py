@@ -275,6 +275,7 @@ class Similarity(Record):
     examples: int
     tokens: int
     selections: dict[str, list[int]]  # threshold (as written) -> 1-based layers removed
+    depth_targets: list[DepthTarget] = []  # ASC at `asc.remove_layers`, reached or not
 
 
 class Gate(Record):

@@ -124,3 +124,22 @@ def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifac
     layer_choice = md.split("### Layer-choice baselines")[1].split("###")[0]
     assert f"layers {','.join(map(str, continued[0]['removed_layers']))}" in layer_choice
     assert "screened out" in layer_choice and "### Screening" in md
+
+
+def test_report_says_what_asc_did_at_each_target_depth(qa_run):
+    """Reached: the threshold and the layers; not reached: the reason the select stage gave."""
+    from asc_deploy.records import DepthTarget, load_results
+    from asc_deploy.report import render
+
+    root, results = qa_run
+    (target,) = results["similarity"]["depth_targets"]
+    asc = next(m for m in results["models"] if m["name"] == "asc-k1")
+    assert target["count"] == 1 and target["layers"] == asc["removed_layers"]
+    md = (root / "report" / "report.md").read_text()
+    assert f"ASC at 1 removed: t={target['threshold']:.4f}, layers {target['layers'][0]}." in md
+    loaded = load_results(root / "report" / "results.json")
+    reason = "no threshold in (0, 1] makes the ASC rule remove exactly 3 layers"
+    missed = DepthTarget(count=3, threshold=None, layers=None, reason=reason)
+    similarity = loaded.similarity.model_copy(update={"depth_targets": [missed]})
+    (paragraph,) = render._similarity_scale(loaded.model_copy(update={"similarity": similarity}))
+    assert paragraph.text.endswith(f"ASC at 3 removed: {reason}.")

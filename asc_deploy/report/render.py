@@ -200,12 +200,17 @@ def _similarity_scale(results: Results) -> list[Block]:
         return []
     adjacent = [sim.matrix[k - 1][k] for k in range(1, len(sim.matrix))]
     thresholds = ", ".join(sorted(sim.selections, key=float, reverse=True)) or "none"
-    return [
-        Paragraph(
-            f"ASC similarity of adjacent layers on this model: {min(adjacent):.3f} to "
-            f"{max(adjacent):.3f}; thresholds {thresholds}."
-        )
-    ]
+    text = (
+        f"ASC similarity of adjacent layers on this model: {min(adjacent):.3f} to "
+        f"{max(adjacent):.3f}; thresholds {thresholds}."
+    )
+    for target in sim.depth_targets:
+        if target.layers is None:
+            text += f" ASC at {target.count} removed: {target.reason}."
+        else:
+            layers = ", ".join(map(str, target.layers))
+            text += f" ASC at {target.count} removed: t={target.threshold:.4f}, layers {layers}."
+    return [Paragraph(text)]
 
 
 def build_document(results: Results, images: list[Image]) -> list[Block]:
