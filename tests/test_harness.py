@@ -257,8 +257,8 @@ def test_merge_keeps_runs_per_host_and_drops_duplicates(tmp_path, tiny_onnx):
 
 
 class SyntheticLoad:
-    """A runner that measures for real, with CPU burners (two per core) running during the
-    cell measurements numbered in `loaded_calls` (1-based; the bare loop is never loaded)."""
+    """A runner that measures cells for real, with CPU burners (two per core) running during the
+    cell measurements numbered in `loaded_calls` (1-based); the bare loop is scripted."""
 
     def __init__(self, loaded_calls):
         self.loaded_calls = loaded_calls
@@ -266,7 +266,11 @@ class SyntheticLoad:
 
     def __call__(self, spec, timeout):
         if spec.get("kind") == "bare":
-            return harness.run_worker(spec, timeout)
+            # The host's noise floor is scripted as a steady loop, so cells are judged at
+            # exactly noise_threshold: a VM hiccup during a real bare run once raised the
+            # threshold above what the burners cause (spread 75%, round p50s 8.0 / 2.0 / 8.0
+            # ms, not flagged). Calibration from the bare loop has its own scripted tests.
+            return {"samples_s": [0.001] * 10}
         self.cells += 1
         if self.cells not in self.loaded_calls:
             return harness.run_worker(spec, timeout)
