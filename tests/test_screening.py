@@ -48,6 +48,36 @@ def test_held_out_views_split_the_training_data_and_never_read_evaluation(pipeli
     assert fit.data_identity("train") != score.data_identity("eval")
 
 
+class _Articles:
+    """QA-shaped training examples: `sizes[i]` questions on article i, in file order."""
+
+    def __init__(self, sizes):
+        self.train = [
+            {"id": f"a{a}-q{q}", "title": f"a{a}"} for a, n in enumerate(sizes) for q in range(n)
+        ]
+
+    def load_examples(self, split, max_samples=None):
+        assert split == "train", "the evaluation split was read"
+        return self.train
+
+    def data_identity(self, split, max_samples=None):
+        return {"split": split}
+
+
+def test_qa_holdout_starts_at_an_article_so_no_context_is_on_both_sides():
+    task = _Articles([4, 3, 5])  # articles a0 (4 questions), a1 (3), a2 (5)
+    fit, score = split_training(task, 6)  # the last 6 would cut a1 in two: take all of a1
+    held = score.load_examples("eval")
+    assert [e["title"] for e in held] == ["a1"] * 3 + ["a2"] * 5
+    assert fit.load_examples("train") + held == task.train
+    assert score.data_identity("eval")["held_out_examples"] == 8
+    on_boundary = split_training(task, 5)[1]  # a2 exactly: nothing moves
+    assert len(on_boundary.load_examples("eval")) == 5
+    assert "held_out_examples" not in on_boundary.data_identity("eval")
+    with pytest.raises(UserError, match="takes every article"):
+        split_training(_Articles([6, 2]), 3)[0].load_examples("train")
+
+
 def test_screen_stage_scores_on_training_examples_only(pipeline_workspace, tmp_path):
     from asc_deploy.stages import compress
     from asc_deploy.stages.core import Context, StageStore

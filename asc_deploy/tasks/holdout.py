@@ -2,7 +2,8 @@
 
 Screening candidates (and any other choice made before the final evaluation) trains on the
 training split minus its last `n` examples and scores on those `n`: the evaluation split is
-never read, so the comparison it later judges stays honest.
+never read, so the comparison it later judges stays honest. For extractive QA the tail starts
+at an article boundary (a few more than `n` questions), so no context is trained on and scored.
 """
 
 from __future__ import annotations
@@ -26,12 +27,8 @@ class _View:
 
     def _slice(self) -> list[Example]:
         train = self._task.load_examples("train")
-        if len(train) <= self._holdout:
-            raise UserError(
-                f"the training split has {len(train)} examples, too few to hold out "
-                f"{self._holdout} for screening; lower screening.samples"
-            )
-        return train[: -self._holdout] if self._role == "fit" else train[-self._holdout :]
+        cut = _cut(train, self._holdout)
+        return train[:cut] if self._role == "fit" else train[cut:]
 
     def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
         examples = self._slice()
@@ -41,12 +38,34 @@ class _View:
         return examples[:max_samples] if max_samples is not None else examples
 
     def data_identity(self, split: Split, max_samples: int | None = None) -> dict:
-        return {
+        identity = {
             "held_out_of": self._task.data_identity("train"),
             "role": self._role,
             "holdout": self._holdout,
             "max_samples": max_samples,
         }
+        train = self._task.load_examples("train")
+        if _cut(train, self._holdout) != len(train) - self._holdout:
+            identity["held_out_examples"] = len(train) - _cut(train, self._holdout)
+        return identity
+
+
+def _cut(train: list[Example], holdout: int) -> int:
+    """Where the held-out tail starts: `holdout` examples from the end, moved back to the start
+    of an article (QA examples carry their article's title) so that no context is on both sides."""
+    if len(train) <= holdout:
+        raise UserError(
+            f"the training split has {len(train)} examples, too few to hold out "
+            f"{holdout} for screening; lower screening.samples"
+        )
+    cut = len(train) - holdout
+    while cut > 0 and "title" in train[cut] and train[cut]["title"] == train[cut - 1]["title"]:
+        cut -= 1
+    if cut == 0:
+        raise UserError(
+            f"holding out {holdout} training questions takes every article; lower screening.samples"
+        )
+    return cut
 
 
 def split_training(task: Task, holdout: int) -> tuple[Task, Task]:
