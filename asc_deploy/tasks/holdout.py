@@ -45,8 +45,9 @@ class _View:
             "max_samples": max_samples,
         }
         train = self._task.load_examples("train")
-        if _cut(train, self._holdout) != len(train) - self._holdout:
-            identity["held_out_examples"] = len(train) - _cut(train, self._holdout)
+        cut = _cut(train, self._holdout)
+        if cut != len(train) - self._holdout:  # moved to an article boundary
+            identity["held_out_examples"] = len(train) - cut
         return identity
 
 
