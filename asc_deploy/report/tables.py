@@ -111,6 +111,10 @@ class Paired:
             text += f" [{_signed(self.ci_low)}, {_signed(self.ci_high)}]"
         return text
 
+    def starred(self) -> str:
+        """The interval, starred when significant (the tables' compact form)."""
+        return self.interval() + ("*" if self.significant else "")
+
     def verdict(self) -> str:
         return {True: "significant", False: "not significant", None: ""}[self.significant]
 
@@ -124,7 +128,7 @@ def delta_cell(ev: Evaluation | None, metric: str, with_verdict: bool = False) -
         return fmt(ev.delta)
     if with_verdict and paired.verdict():
         return f"{paired.interval()}, {paired.verdict()}"
-    return paired.interval() + ("*" if paired.significant else "")
+    return paired.starred()
 
 
 # -- the main table -------------------------------------------------------------------------------
@@ -505,7 +509,7 @@ def metrics_table(results: Results) -> Table | None:
             value = ev.metrics.get(metric) if ev else None
             row += [
                 fmt(value),
-                paired.interval() + ("*" if paired.significant else "") if paired else MISSING,
+                paired.starred() if paired else MISSING,
             ]
         table.rows.append(row)
     table.note = (
