@@ -62,6 +62,9 @@ class TaskConfig(Strict):
     article_split: ArticleSplit | None = None
     max_train_samples: int | None = Field(None, ge=1)
     max_eval_samples: int | None = Field(None, ge=1)
+    # The training split's last `holdout` examples (QA: from an article boundary) are never
+    # trained on: screening and the int8-mixed search score on them (asc_deploy/tasks/holdout.py).
+    holdout: int = Field(0, ge=0)
 
 
 class FinetuneConfig(Strict):
@@ -163,7 +166,7 @@ class ScreeningConfig(Strict):
 
     fraction: float = Field(0.25, gt=0, lt=1)
     keep: int = Field(1, ge=1)
-    samples: int = Field(512, ge=2)
+    samples: int = Field(512, ge=2)  # of the task.holdout examples
 
 
 class ExportConfig(Strict):
@@ -179,8 +182,8 @@ class ExportConfig(Strict):
     calibration_method: Literal["minmax", "entropy", "percentile"] = "minmax"
     per_channel: bool = True  # one int8 weight scale per output column (dynamic, static, mixed)
     # int8-mixed: keep the most sensitive layers fp32 until the artifact is within `int8_budget`
-    # metric points of fp32 on `mixed_samples` training examples after the calibration ones
-    # (never the eval split), on a dynamic or static int8 base (fp16 is its own variant).
+    # metric points of fp32 on `mixed_samples` of the task.holdout examples (never trained on,
+    # never the eval split), on a dynamic or static int8 base (fp16 is its own variant).
     int8_budget: float = Field(1.0, gt=0, allow_inf_nan=False)
     mixed_samples: int = Field(512, ge=1)
     mixed_mode: Literal["dynamic", "static"] = "dynamic"
@@ -358,6 +361,24 @@ class RunConfig(Strict):
     def _recovery_defaults_to_finetune(self) -> RunConfig:
         if self.recovery is None:
             self.recovery = self.finetune.model_copy()
+        return self
+
+    @model_validator(mode="after")
+    def _decisions_have_held_out_examples(self) -> RunConfig:
+        """Screening and the int8-mixed search score on the reserve: without one they would
+        fail only after the fine-tuning."""
+        asks = {}
+        if self.screening is not None:
+            asks["screening.samples"] = self.screening.samples
+        if "int8-mixed" in self.export.variants:
+            asks["export.mixed_samples"] = self.export.mixed_samples
+        for key, samples in asks.items():
+            if samples > self.task.holdout:
+                raise ValueError(
+                    f"{key} ({samples}) scores on training examples reserved from fine-tuning, "
+                    f"but task.holdout reserves {self.task.holdout}; set task.holdout to at "
+                    f"least {samples}"
+                )
         return self
 
     @model_validator(mode="after")

@@ -159,8 +159,8 @@ class Pipeline:
         )
 
     def _screen(self, pruned: dict, base: ModelFolder) -> dict[tuple[int, ...], Screening]:
-        """A short recovery of every distinct layer set, scored on held-out training examples;
-        the best `screening.keep` of each depth continue."""
+        """A short recovery of every distinct layer set, scored on training examples reserved
+        from all training (task.holdout); the best `screening.keep` of each depth continue."""
         jobs = [
             self.store.submit(
                 compress.screen, self.cfg, "-".join(map(str, layers)),

@@ -135,6 +135,19 @@ def test_training_slices_are_disjoint_and_never_touch_the_eval_split(planted):
         training_slices(task, tokenizer, len(train_ids), 10)
 
 
+def test_a_reserved_task_scores_the_search_on_its_reserve_only(planted):
+    from asc_deploy.tasks.holdout import reserve
+
+    _, task, tokenizer = planted
+    train_ids = [e["id"] for e in task.load_examples("train")]
+    reserved = reserve(task, HELDOUT)
+    calibration, heldout = training_slices(reserved, tokenizer, CALIBRATION, HELDOUT)
+    assert [e["id"] for e in heldout.examples] == train_ids[-HELDOUT:]  # never trained on
+    assert heldout.source == {"split": "holdout", "start": 0, "stop": HELDOUT}
+    assert len(calibration) == CALIBRATION  # calibration stays on the trained rows
+    assert {e["id"] for e in reserved.load_examples("train")}.isdisjoint(train_ids[-HELDOUT:])
+
+
 def test_planted_sensitive_layer_stays_fp32_and_the_rest_is_int8(planted):
     fp32, task, tokenizer = planted
     calibration, heldout = training_slices(task, tokenizer, CALIBRATION, HELDOUT)
@@ -354,6 +367,7 @@ def test_cli_builds_int8_mixed_from_task_training_data(
         ("mixed_mode: fp16", "export.mixed_mode': Input should be 'dynamic' or 'static'"),
         ("calibration_method: minmaxx", "export.calibration_method': Input should be 'minmax'"),
         ("mixed_samples: 0", "export.mixed_samples': Input should be greater than or equal"),
+        ("variants: [int8-mixed]", "export.mixed_samples .* set task.holdout to at least 512"),
     ],
 )
 def test_run_config_refuses_bad_int8_settings(tmp_path, setting, message):
@@ -370,7 +384,7 @@ def test_run_config_accepts_an_int8_mixed_request(tmp_path):
 
     path = tmp_path / "run.yaml"
     path.write_text(
-        "model: m\ntask:\n  preset: mrpc\nexport:\n  variants: [fp32, int8-mixed]\n"
+        "model: m\ntask:\n  preset: mrpc\n  holdout: 300\nexport:\n  variants: [fp32, int8-mixed]\n"
         "  int8_budget: 0.5\n  mixed_samples: 300\n  mixed_mode: static\n  per_channel: false\n"
     )
     export = load_run_config(path).export

@@ -64,6 +64,7 @@ def qa_run(tmp_path_factory, tiny_tokenizer_dir):
             "train_file": str(tmp / "train.json"),
             "eval_file": str(tmp / "dev.json"),
             "qa": {"max_length": 48, "stride": 16},
+            "holdout": 6,  # screening scores on questions no training step saw
         },
         "finetune": {"preset": "cpu-fast", "max_steps": 4, "batch_size": 8},
         "recovery": {"preset": "cpu-fast", "max_steps": 4, "batch_size": 8, "distillation": True},

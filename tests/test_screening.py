@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 import yaml
@@ -10,7 +11,7 @@ from pipeline_helpers import cli, run_config
 
 from asc_deploy.config import RunConfig, load_run_config
 from asc_deploy.errors import UserError
-from asc_deploy.tasks.holdout import split_training
+from asc_deploy.tasks.holdout import held_out_scoring, reserve
 from asc_deploy.tasks.presets import build_task
 
 
@@ -33,19 +34,36 @@ def _task(workspace):
     return build_task(load_run_config(run_config(workspace, "screen")).task)
 
 
-def test_held_out_views_split_the_training_data_and_never_read_evaluation(pipeline_workspace):
-    task = _NoEvaluation(_task(pipeline_workspace))
-    fit, score = split_training(task, 8)
-    train = task.load_examples("train")
-    assert fit.load_examples("train") + score.load_examples("eval") == train
-    assert len(score.load_examples("eval")) == 8
-    with pytest.raises(UserError):
-        fit.load_examples("eval")
+def test_the_reserve_is_never_trained_on_and_never_reads_evaluation(pipeline_workspace):
+    base = _NoEvaluation(_task(pipeline_workspace))
+    train = base.load_examples("train")
+    task = reserve(base, 8)
+    fit, held = task.load_examples("train"), task.held_out()
+    assert fit + held == train and len(held) == 8
+    assert task.load_examples("train", 3) == fit[:3] and task.held_out(2) == held[:2]
+    score = held_out_scoring(task, 5, "screening.samples")
+    assert score.load_examples("eval") == held[:5]
     with pytest.raises(UserError):
         score.load_examples("train")
-    with pytest.raises(UserError, match="too few to hold out"):
-        split_training(task, len(train))[0].load_examples("train")
-    assert fit.data_identity("train") != score.data_identity("eval")
+    with pytest.raises(UserError, match="too few to reserve"):
+        reserve(base, len(train)).load_examples("train")
+    assert task.data_identity("train") != base.data_identity("train")
+    assert score.data_identity("eval") != task.data_identity("train")
+    assert reserve(base, 0) is base
+    config = load_run_config(run_config(pipeline_workspace, "screen")).task
+    built = build_task(config.model_copy(update={"holdout": 8}))  # what every stage is given
+    assert built.load_examples("train") == fit and built.held_out() == held
+
+
+def test_a_decision_on_a_task_without_reserve_names_the_setting(pipeline_workspace):
+    with pytest.raises(UserError, match="screening.samples .* set task.holdout"):
+        held_out_scoring(_task(pipeline_workspace), 8, "screening.samples")
+
+
+def test_a_reserved_task_survives_pickling_for_the_ray_executor(pipeline_workspace):
+    task = reserve(_task(pipeline_workspace), 8)
+    copy = pickle.loads(pickle.dumps(task))
+    assert copy.held_out() == task.held_out() and copy.family == task.family
 
 
 class _Articles:
@@ -64,18 +82,15 @@ class _Articles:
         return {"split": split}
 
 
-def test_qa_holdout_starts_at_an_article_so_no_context_is_on_both_sides():
-    task = _Articles([4, 3, 5])  # articles a0 (4 questions), a1 (3), a2 (5)
-    fit, score = split_training(task, 6)  # the last 6 would cut a1 in two: take all of a1
-    held = score.load_examples("eval")
+def test_qa_reserve_starts_at_an_article_so_no_context_is_on_both_sides():
+    task = reserve(_Articles([4, 3, 5]), 6)  # articles a0 (4), a1 (3), a2 (5 questions)
+    held = task.held_out()  # the last 6 would cut a1 in two: take all of a1
     assert [e["title"] for e in held] == ["a1"] * 3 + ["a2"] * 5
-    assert fit.load_examples("train") + held == task.train
-    assert score.data_identity("eval")["held_out_examples"] == 8
-    on_boundary = split_training(task, 5)[1]  # a2 exactly: nothing moves
-    assert len(on_boundary.load_examples("eval")) == 5
-    assert "held_out_examples" not in on_boundary.data_identity("eval")
+    assert task.load_examples("train") + held == task.train
+    assert task.data_identity("train")["held_out_examples"] == 8
+    assert len(reserve(_Articles([4, 3, 5]), 5).held_out()) == 5  # a2 exactly: nothing moves
     with pytest.raises(UserError, match="takes every article"):
-        split_training(_Articles([6, 2]), 3)[0].load_examples("train")
+        reserve(_Articles([6, 2]), 3).load_examples("train")
 
 
 def test_screen_stage_scores_on_training_examples_only(pipeline_workspace, tmp_path):
@@ -84,8 +99,9 @@ def test_screen_stage_scores_on_training_examples_only(pipeline_workspace, tmp_p
 
     raw = yaml.safe_load(run_config(pipeline_workspace, "screen").read_text())
     raw["screening"] = {"fraction": 0.5, "keep": 1, "samples": 8}
+    raw["task"]["holdout"] = 8
     cfg = RunConfig.model_validate(raw)
-    task = _NoEvaluation(build_task(cfg.task))
+    task = reserve(_NoEvaluation(build_task(cfg.task.model_copy(update={"holdout": 0}))), 8)
     store = StageStore(Context(tmp_path))
     base = compress.model_folder(cfg.model)
     pruned = store.run(compress.prune, cfg, "2", model=base, removed=[2], head="classification")
@@ -97,7 +113,8 @@ def test_screen_stage_scores_on_training_examples_only(pipeline_workspace, tmp_p
 @pytest.mark.parametrize(
     ("screening", "key"),
     [({"fraction": 1.0}, "screening.fraction"), ({"fraction": 0}, "screening.fraction"),
-     ({"keep": 0}, "screening.keep"), ({"fractoin": 0.2}, "screening.fractoin")],
+     ({"keep": 0}, "screening.keep"), ({"fractoin": 0.2}, "screening.fractoin"),
+     ({"samples": 64}, "set task.holdout to at least 64")],
 )  # fmt: skip
 def test_bad_screening_settings_name_the_key(pipeline_workspace, tmp_path, screening, key):
     raw = yaml.safe_load(run_config(pipeline_workspace, "bad").read_text())
@@ -116,6 +133,7 @@ def test_only_the_best_per_depth_recover_and_every_candidate_keeps_its_score(
     raw = yaml.safe_load(run_config(pipeline_workspace, "screened").read_text())
     raw.update(output_dir=str(tmp_path / "exports"))
     raw["screening"] = {"fraction": 0.5, "keep": 1, "samples": 8}
+    raw["task"]["holdout"] = 8
     raw["comparisons"].update(strategies=["top", "bottom"], off_the_shelf=[])
     path = tmp_path / "screened.yaml"
     path.write_text(yaml.safe_dump(raw))

@@ -6,12 +6,12 @@ accuracy, which stay fp32.
    Each group alone is quantised and the mean KL divergence of the graph's output distribution
    from fp32 is measured on calibration inputs from the *training* split.
 2. Search: starting from everything int8, the most sensitive groups are kept in fp32
-   (`nodes_to_exclude`) one at a time until the artifact's primary metric on a held-out slice of
-   the *training* split is within `budget` points of the fp32 artifact's.
+   (`nodes_to_exclude`) one at a time until the artifact's primary metric on training examples
+   reserved from fine-tuning (`task.holdout`) is within `budget` points of the fp32 artifact's.
 
 The evaluation split is never read: `training_slices` is the only place that loads data, and it
-asks the task for its training split only; calibration and held-out examples are disjoint slices
-of it. The manifest's `transform` records the sensitivity of every group, the fp32 nodes and the
+asks the task for its training split and its reserve only; calibration and held-out examples are
+disjoint. The manifest's `transform` records the sensitivity of every group, the fp32 nodes and the
 search path (share of quantisable nodes in fp32 vs held-out metric).
 """
 
@@ -57,27 +57,39 @@ class HeldOut:
     features: list[Feature]
     metric: str
     score: Callable[[list[Outputs]], float] = field(repr=False)
-    source: dict[str, Any]  # which training rows: {"split": "train", "start", "stop"}
+    # which rows: {"split": "holdout" (never trained on) or "train", "start", "stop"}
+    source: dict[str, Any]
 
 
 def training_slices(
     task: Task, tokenizer, calibration_samples: int, heldout_samples: int
 ) -> tuple[list[Feature], HeldOut]:
-    """Calibration features (training rows [0, c)) and the held-out slice (rows [c, c + h)).
+    """Calibration features (the first training rows) and the held-out examples the search
+    scores on: the task's reserve (`task.holdout`, never trained on) when it has one.
 
-    Only `task.load_examples("train", ...)` is called: the evaluation split stays unseen.
+    A task without a reserve (the `quantize` verb on a model fine-tuned elsewhere, whose training
+    data the suite cannot know) scores on the training rows after the calibration ones. Either
+    way the evaluation split stays unseen.
     """
+    from asc_deploy.tasks.holdout import Reserved
+
     if calibration_samples < 1 or heldout_samples < 1:
         raise UserError(
             f"calibration ({calibration_samples}) and held-out ({heldout_samples}) sizes must "
             "be positive; set export.calibration_samples and export.mixed_samples >= 1"
         )
-    rows = task.load_examples("train", calibration_samples + heldout_samples)
-    calibration, heldout = rows[:calibration_samples], rows[calibration_samples:]
+    if isinstance(task, Reserved):
+        calibration = task.load_examples("train", calibration_samples)
+        heldout = task.held_out(heldout_samples)
+        source = {"split": "holdout", "start": 0, "stop": len(heldout)}
+    else:
+        rows = task.load_examples("train", calibration_samples + heldout_samples)
+        calibration, heldout = rows[:calibration_samples], rows[calibration_samples:]
+        source = {"split": "train", "start": len(calibration), "stop": len(rows)}
     if not heldout:
         raise UserError(
-            f"the training split has {len(rows)} examples, all used for calibration; lower "
-            "export.calibration_samples to leave a held-out slice for the int8-mixed search"
+            f"the training split has {len(calibration)} examples, all used for calibration; "
+            "set task.holdout to reserve examples for the int8-mixed search"
         )
     features = task.encode(tokenizer, heldout)
 
@@ -90,7 +102,7 @@ def training_slices(
         features=features,
         metric=task.primary_metric,
         score=score,
-        source={"split": "train", "start": len(calibration), "stop": len(rows)},
+        source=source,
     )
 
 

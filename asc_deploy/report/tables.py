@@ -543,9 +543,9 @@ def screening_table(results: Results) -> Table | None:
         )
     first = screened[0].screening
     table.note = (
-        f"{results.task.primary_metric} on the last {first.samples} training examples after "
-        f"{first.steps} recovery steps on the rest; the best of each depth recovered fully. The "
-        "evaluation split is never read while screening."
+        f"{results.task.primary_metric} on {first.samples} training examples reserved from all "
+        f"training (task.holdout), after {first.steps} recovery steps; the best of each depth "
+        "recovered fully. The evaluation split is never read while screening."
     )
     return table
 

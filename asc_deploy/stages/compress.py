@@ -281,21 +281,21 @@ def finetune_off_the_shelf(
 def screen(
     s: Settings, ctx: Context, pruned: Pruned, teacher: ModelFolder, task: Task
 ) -> ScreenScore:
-    """A short recovery on the training split minus a held-out slice, scored on that slice."""
+    """A short recovery on the training split, scored on examples reserved from all training."""
     from asc_deploy.compress.finetune import finetune, resolve_recipe, total_steps
     from asc_deploy.models.loading import load_model_and_tokenizer
     from asc_deploy.tasks.evaluation import evaluate_torch
-    from asc_deploy.tasks.holdout import split_training
+    from asc_deploy.tasks.holdout import held_out_scoring
 
     screening, recipe = s["screening"], s["recovery"]
-    fit, score = split_training(task, screening.samples)
-    budget = total_steps(resolve_recipe(recipe), len(fit.load_examples("train")))
+    score = held_out_scoring(task, screening.samples, "screening.samples")
+    budget = total_steps(resolve_recipe(recipe), len(task.load_examples("train")))
     steps = max(1, round(budget * screening.fraction))
     layers = "-".join(map(str, pruned.removed_layers))
     announce(f"screen layers {pruned.removed_layers}: {steps} recovery steps")
     out = finetune(
         pruned.path,
-        fit,
+        task,
         recipe.model_copy(update={"max_steps": steps}),
         ctx.root / "models" / "screening" / layers,
         teacher=teacher.path if recipe.distillation else None,

@@ -1,9 +1,11 @@
-"""A held-out slice of the *training* split, for decisions that must not see the evaluation split.
+"""Training examples reserved for the suite's own decisions: never trained on, never evaluated.
 
-Screening candidates (and any other choice made before the final evaluation) trains on the
-training split minus its last `n` examples and scores on those `n`: the evaluation split is
-never read, so the comparison it later judges stays honest. For extractive QA the tail starts
-at an article boundary (a few more than `n` questions), so no context is trained on and scored.
+`task.holdout: n` reserves the training split's last `n` examples. Fine-tuning, recovery,
+profiling, greedy selection and calibration see only the rest; screening and the int8-mixed
+search score on the reserve. Scored on examples the model was trained on, a choice rewards what
+was memorised rather than what generalises; scored on the evaluation split, it would leak that
+split into the comparison it later judges. For extractive QA the reserve starts at an article
+boundary (a few more than `n` questions), so no context is both trained on and scored.
 """
 
 from __future__ import annotations
@@ -16,61 +18,97 @@ from asc_deploy.tasks.base import Example, Task
 Split = Literal["train", "eval"]
 
 
-class _View:
-    """A task whose splits are slices of the underlying task's training split."""
+class Reserved:
+    """A task whose training split lacks its last `holdout` examples; `held_out()` has them."""
 
-    def __init__(self, task: Task, holdout: int, role: Literal["fit", "score"]):
-        self._task, self._holdout, self._role = task, holdout, role
+    def __init__(self, task: Task, holdout: int):
+        self._task, self._holdout = task, holdout
 
     def __getattr__(self, name: str) -> Any:  # encode, metrics, names: the task's own
+        if name.startswith("_"):  # unpickling asks before _task exists
+            raise AttributeError(name)
         return getattr(self._task, name)
 
-    def _slice(self) -> list[Example]:
+    def _split(self) -> tuple[list[Example], int]:
         train = self._task.load_examples("train")
-        cut = _cut(train, self._holdout)
-        return train[:cut] if self._role == "fit" else train[cut:]
+        return train, _cut(train, self._holdout)
 
     def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
-        examples = self._slice()
-        if (self._role == "fit") != (split == "train"):
-            # The fit view has no evaluation split and the score view no training split.
-            raise UserError(f"a held-out {self._role} view has no {split} split")
-        return examples[:max_samples] if max_samples is not None else examples
+        if split != "train":
+            return self._task.load_examples(split, max_samples)
+        train, cut = self._split()
+        return train[: cut if max_samples is None else min(cut, max_samples)]
+
+    def held_out(self, max_samples: int | None = None) -> list[Example]:
+        train, cut = self._split()
+        return train[cut:] if max_samples is None else train[cut : cut + max_samples]
 
     def data_identity(self, split: Split, max_samples: int | None = None) -> dict:
-        identity = {
-            "held_out_of": self._task.data_identity("train"),
-            "role": self._role,
-            "holdout": self._holdout,
+        if split != "train":
+            return self._task.data_identity(split, max_samples)
+        train, cut = self._split()
+        return {
+            "reserved_from": self._task.data_identity("train"),
+            "held_out_examples": len(train) - cut,
             "max_samples": max_samples,
         }
-        train = self._task.load_examples("train")
-        cut = _cut(train, self._holdout)
-        if cut != len(train) - self._holdout:  # moved to an article boundary
-            identity["held_out_examples"] = len(train) - cut
-        return identity
+
+
+class HeldOutScoring:
+    """A reserved task whose evaluation split is its first `samples` held-out examples: what a
+    screen scores on. It has no training split."""
+
+    def __init__(self, task: Reserved, samples: int):
+        self._task, self._samples = task, samples
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._task, name)
+
+    def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
+        if split != "eval":
+            raise UserError("a held-out scoring view has no training split")
+        rows = self._task.held_out(self._samples)
+        return rows[:max_samples] if max_samples is not None else rows
+
+    def data_identity(self, split: Split, max_samples: int | None = None) -> dict:
+        return {
+            "held_out_of": self._task.data_identity("train"),
+            "samples": self._samples,
+            "max_samples": max_samples,
+        }
+
+
+def reserve(task: Task, holdout: int) -> Task:
+    """`task` with its last `holdout` training examples reserved; 0 reserves nothing."""
+    return Reserved(task, holdout) if holdout else task  # type: ignore[return-value]
+
+
+def held_out_scoring(task: Task, samples: int, key: str) -> Task:
+    """The view that scores a decision on `samples` reserved examples; a UserError naming `key`
+    (the setting that asked) when the task reserves nothing."""
+    if not isinstance(task, Reserved):
+        raise UserError(
+            f"{key} scores on training examples reserved from fine-tuning, and this task reserves "
+            f"none; set task.holdout (at least {samples})"
+        )
+    return HeldOutScoring(task, samples)  # type: ignore[return-value]
 
 
 def _cut(train: list[Example], holdout: int) -> int:
-    """Where the held-out tail starts: `holdout` examples from the end, moved back to the start
-    of an article (QA examples carry their article's title) so that no context is on both sides."""
+    """Where the reserve starts: `holdout` examples from the end, moved back to the start of an
+    article (QA examples carry their article's title) so that no context is on both sides."""
     if len(train) <= holdout:
         raise UserError(
-            f"the training split has {len(train)} examples, too few to hold out "
-            f"{holdout} for screening; lower screening.samples"
+            f"the training split has {len(train)} examples, too few to reserve "
+            f"{holdout} (task.holdout); lower task.holdout"
         )
     cut = len(train) - holdout
     while cut > 0 and "title" in train[cut] and train[cut]["title"] == train[cut - 1]["title"]:
         cut -= 1
     if cut == 0:
         raise UserError(
-            f"holding out {holdout} training questions takes every article; lower screening.samples"
+            f"reserving {holdout} training questions takes every article; lower task.holdout"
         )
     return cut
-
-
-def split_training(task: Task, holdout: int) -> tuple[Task, Task]:
-    """(a task that trains on train[:-holdout], a task whose evaluation split is train[-holdout:]).
-
-    Neither view reads the underlying task's evaluation split."""
-    return _View(task, holdout, "fit"), _View(task, holdout, "score")  # type: ignore[return-value]

@@ -139,7 +139,14 @@ PRESETS: dict[str, Preset] = {
 
 
 def build_task(cfg: TaskConfig, project_root: Path | None = None) -> Task:
-    """Resolve a task config (preset or a user's own data) into a Task; UserError if it cannot."""
+    """Resolve a task config (preset or a user's own data) into a Task, its last `cfg.holdout`
+    training examples reserved; UserError if it cannot."""
+    from asc_deploy.tasks.holdout import reserve
+
+    return reserve(_build_task(cfg, project_root), cfg.holdout)
+
+
+def _build_task(cfg: TaskConfig, project_root: Path | None) -> Task:
     preset = _preset(cfg)
     family = preset.family if preset else cfg.family
     if family is None:
