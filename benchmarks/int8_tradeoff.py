@@ -1,8 +1,9 @@
 """int8 of one model of a finished run: per-tensor vs per-channel vs the most sensitive layers fp32.
 
-Issue 12's table and trade-off curve, measured on the evaluation split of a run that already has
-the model's fp32 and int8-mixed artifacts (`export.variants` with int8-mixed). Every row is a real
-artifact, validated against its fp32 parent as the pipeline validates int8-mixed:
+Issue 12's table and trade-off curve, measured on the evaluation split of a finished run's fp32
+artifact. If the run did not export int8-mixed (the default run does not), it is built here as the
+pipeline would, with the config's `export` settings and its `task.holdout` reserve. Every row is a
+real artifact, validated against its fp32 parent as the pipeline validates int8-mixed:
 
 - int8 per-tensor: dynamic int8 with one weight scale per tensor (`--per-tensor`);
 - int8 per-channel with the k most sensitive layer groups kept fp32, for each `--keep` k. The
@@ -73,16 +74,19 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     config = load_run_config(args.config)
     run = ROOT / config.output_dir / config.name
     folder = run / "artifacts" / args.model
-    fp32, mixed = folder / "fp32", folder / "int8-mixed"
-    if not (fp32 / "manifest.json").is_file() or not (mixed / "manifest.json").is_file():
+    fp32 = folder / "fp32"
+    if not (fp32 / "manifest.json").is_file():
         raise UserError(
-            f"{folder} has no fp32 + int8-mixed artifacts; run the config to the end first "
-            f"(make bench CONFIG={args.config}) with int8-mixed in export.variants"
+            f"{folder} has no fp32 artifact; run the config to the end first "
+            f"(make bench CONFIG={args.config})"
         )
     if min(args.keep) < 0:
         raise UserError("--keep counts layer groups kept fp32: give numbers >= 0")
     task = build_task(config.task, ROOT)
     work = run / "int8-tradeoff" / args.model
+    mixed = folder / "int8-mixed"
+    if not (mixed / "manifest.json").is_file():
+        mixed = build_mixed(fp32, work / "int8-mixed", config, task)
     built = build_artifacts(fp32, mixed, work, sorted(set(args.keep)), config.export.isa)
     rows = score_rows(built, task)
     latency = bench([Path(r["artifact"]) for r in rows], config, args)
@@ -102,10 +106,21 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def build_mixed(fp32: Path, dest: Path, config, task) -> Path:
+    """The int8-mixed artifact the pipeline would have exported, for a run that did not."""
+    from asc_deploy.models.loading import load_tokenizer
+    from asc_deploy.stages.deploy import build_variant
+
+    with console.status("int8-mixed search (sensitivity, then the reserve's score)"):
+        build_variant("int8-mixed", fp32, dest, config.export, task, load_tokenizer(fp32))
+    return dest
+
+
 def build_artifacts(
     fp32: Path, mixed: Path, work: Path, keep: list[int], isa: str
 ) -> list[dict[str, Any]]:
-    """fp32, per-tensor int8 and per-channel int8 with the k most sensitive groups fp32."""
+    """fp32, per-tensor int8, the search's int8-mixed artifact and per-channel int8 with the k
+    most sensitive groups fp32."""
     from asc_deploy.deploy.mixed_precision import quantizable_groups
     from asc_deploy.deploy.quantize import quantize_artifact
 
@@ -117,6 +132,10 @@ def build_artifacts(
         quantize_artifact(fp32, work / "per-tensor", "dynamic", isa=isa, per_channel=False)
     rows.append({"label": "int8 per-tensor", "artifact": str(work / "per-tensor"),
                  "fp32_groups": [], "share": 0.0})  # fmt: skip
+    chosen = _manifest(mixed)["transform"]["fp32_groups"]
+    rows.append({"label": f"int8-mixed (search: {len(chosen)} fp32)", "artifact": str(mixed),
+                 "fp32_groups": chosen,
+                 "share": sum(len(groups[g]) for g in chosen) / total})  # fmt: skip
     for k in keep:
         kept = ranking[:k]
         nodes = [n for g in kept for n in groups[g]]

@@ -408,6 +408,9 @@ def test_tradeoff_curve_keeps_the_k_most_sensitive_groups_fp32(planted, tmp_path
         fp32, mixed, calibration, heldout, BUDGET, isa="avx2", calibration_samples=CALIBRATION
     )["transform"]
     rows = tradeoff.build_artifacts(fp32, mixed, tmp_path, [0, 2], "avx2")
+    mixed_row = rows.pop(2)  # the search's own artifact, as the run exported it
+    assert mixed_row["artifact"] == str(mixed) and mixed_row["fp32_groups"] == t["fp32_groups"]
+    assert mixed_row["label"] == f"int8-mixed (search: {len(t['fp32_groups'])} fp32)"
     labels = [r["label"] for r in rows]
     ranking = [r["group"] for r in t["sensitivity"]]
     assert labels[:3] == ["fp32", "int8 per-tensor", "int8 per-channel"]
@@ -424,3 +427,31 @@ def test_tradeoff_curve_keeps_the_k_most_sensitive_groups_fp32(planted, tmp_path
     for row in rows[1:]:
         manifest = json.loads(Path(row["artifact"], "manifest.json").read_text())
         assert manifest["validation"]["passed"]
+
+
+def test_tradeoff_builds_the_search_artifact_a_run_did_not_export(planted, tmp_path):
+    """The default run exports no int8-mixed: the script builds it as the pipeline would, from
+    the config's export settings, scored on the task's reserve."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from asc_deploy.config import ExportConfig
+    from asc_deploy.tasks.holdout import reserve
+
+    fp32, task, _ = planted
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "int8_tradeoff.py"
+    spec = importlib.util.spec_from_file_location("int8_tradeoff", script)
+    tradeoff = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tradeoff)
+    export = ExportConfig(
+        variants=["fp32", "int8-mixed"], isa="avx2", int8_budget=BUDGET,
+        calibration_samples=CALIBRATION, mixed_samples=HELDOUT,
+    )  # fmt: skip
+    mixed = tradeoff.build_mixed(fp32, tmp_path / "int8-mixed", SimpleNamespace(export=export),
+                                 reserve(task, HELDOUT))  # fmt: skip
+    manifest = json.loads((mixed / "manifest.json").read_text())
+    assert manifest["variant"] == "int8-mixed" and manifest["validation"]["passed"]
+    transform = manifest["transform"]
+    assert transform["heldout"]["split"] == "holdout"  # never trained on
+    assert f"layer.{PLANTED}" in transform["fp32_groups"]
