@@ -87,6 +87,7 @@ class Pipeline:
                 name=self.task.name,
                 family=self.task.family,
                 primary_metric=self.task.primary_metric,
+                guarded_metrics=list(self.task.guarded_metrics),
                 eval_examples=len(self.task.load_examples("eval")),
                 data_note=self.task.data_note,
             ),

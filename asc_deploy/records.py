@@ -122,6 +122,8 @@ class Evaluation(Record):
     seconds: float | None = None
     examples: int
     delta: float | None = None  # points vs the reference in PyTorch; recomputed by Results
+    # The same for each of the task's guarded metrics (QA 2.0: HasAns_f1, NoAns_f1); recomputed.
+    guarded_deltas: dict[str, float] = {}
     fidelity: Fidelity | None = None
     comparison: dict[str, Any] | None = None  # paired statistics vs the reference
     # The same for every per-example metric of the task, by name (QA: exact and f1).
@@ -130,6 +132,16 @@ class Evaluation(Record):
     @property
     def key(self) -> tuple[str, str]:
         return (self.model, self.variant)
+
+    def worst_drop(self, primary_metric: str) -> tuple[float, str] | None:
+        """(points lost, metric) at the worst of the primary and the guarded metrics."""
+        if self.delta is None:
+            return None
+        # 0.0 - d, not -d: a zero delta is a drop of 0, never of -0.0
+        deltas = {primary_metric: self.delta, **self.guarded_deltas}
+        drops = {k: 0.0 - d for k, d in deltas.items()}
+        metric = max(drops, key=lambda k: drops[k])
+        return drops[metric], metric
 
 
 # -- bench ----------------------------------------------------------------------------------------
@@ -267,6 +279,7 @@ class TaskInfo(Record):
     primary_metric: str
     eval_examples: int
     data_note: str | None = None
+    guarded_metrics: list[str] = []  # bounded by the accuracy budget too (Task.guarded_metrics)
 
 
 class Similarity(Record):
@@ -323,13 +336,18 @@ class Results(Record):
 
     @model_validator(mode="after")
     def _recompute_deltas(self) -> Results:
-        """Deltas derive from the reference's PyTorch metric: never trust a stored one."""
+        """Deltas derive from the reference's PyTorch metrics: never trust a stored one."""
         ref = self.reference_evaluation()
         base = ref.primary if ref is not None else None
         for ev in self.evaluations:
             ev.delta = (
                 round(ev.primary - base, 4) if ev.primary is not None and base is not None else None
             )
+            ev.guarded_deltas = {
+                name: round(ev.metrics[name] - ref.metrics[name], 4)
+                for name in self.task.guarded_metrics
+                if ref is not None and name in ev.metrics and name in ref.metrics
+            }
         return self
 
     def dump(self) -> dict[str, Any]:

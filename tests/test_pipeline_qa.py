@@ -116,7 +116,16 @@ def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifac
                 assert stats["other"] == pytest.approx(ev["metrics"][stats["metric"]])
     md = (root / "report" / "report.md").read_text()
     table = md.split("### Every metric, paired with the uncompressed model")[1].split("###")[0]
-    assert "| Model | Variant | exact | Δ exact [95% CI] | f1 | Δ f1 [95% CI] |" in table
+    assert (
+        "| Model | Variant | exact | Δ exact [95% CI] | f1 | Δ f1 [95% CI] | HasAns_f1 | "
+        "Δ HasAns_f1 | NoAns_f1 | Δ NoAns_f1 |"
+    ) in table
+    for variant in ("torch", "int8-dynamic"):
+        ev = evaluations[(name, variant)]
+        has, no = (ev["metrics"][m] for m in ("HasAns_f1", "NoAns_f1"))
+        ref = evaluations[("uncompressed", "torch")]["metrics"]
+        subsets = f"| {has:.2f} | {has - ref['HasAns_f1']:+.2f} | {no:.2f} | "
+        assert subsets in table.split(f"| {name} | {variant} |")[1].splitlines()[0]
     for variant in ("torch", "fp32", "int8-dynamic"):
         ev = evaluations[(name, variant)]
         exact = ev["comparisons"]["exact"]
@@ -144,3 +153,36 @@ def test_report_says_what_asc_did_at_each_target_depth(qa_run):
     similarity = loaded.similarity.model_copy(update={"depth_targets": [missed]})
     (paragraph,) = render._similarity_scale(loaded.model_copy(update={"similarity": similarity}))
     assert paragraph.text.endswith(f"ASC at 3 removed: {reason}.")
+
+
+def test_a_model_that_stops_answering_is_neither_recommended_nor_passed(qa_run):
+    """SQuAD 2.0's F1 cannot tell a weak reader from one that abstains on everything (the full-size
+    study's pruned winner: F1 +0.36, answerable F1 46 -> 3): the official subsets are guarded."""
+    import copy
+
+    from asc_deploy.records import Pick, Results
+    from asc_deploy.report.gates import accuracy_gate
+    from asc_deploy.report.recommend import within_budget
+
+    _, doc = qa_run
+    assert doc["task"]["guarded_metrics"] == ["HasAns_f1", "NoAns_f1"]
+    results = Results.model_validate(doc)
+    ref = results.reference_evaluation()
+    for ev in results.evaluations:  # recomputed from the metrics the stages stored
+        assert set(ev.guarded_deltas) == {"HasAns_f1", "NoAns_f1"}
+        for metric, delta in ev.guarded_deltas.items():
+            assert delta == pytest.approx(ev.metrics[metric] - ref.metrics[metric], abs=1e-4)
+    name = next(m["name"] for m in doc["models"] if (m["screening"] or {}).get("continued"))
+    abstains = copy.deepcopy(doc)  # the real record, its answerable F1 gone and its F1 kept
+    record = next(
+        e for e in abstains["evaluations"] if (e["model"], e["variant"]) == (name, "int8-dynamic")
+    )
+    record["primary"] = record["metrics"]["f1"] = ref.metrics["f1"]
+    record["metrics"]["HasAns_f1"] = ref.metrics["HasAns_f1"] - 40
+    abstains = Results.model_validate(abstains)
+    assert abstains.evaluation(name, "int8-dynamic").delta == 0
+    assert (name, "int8-dynamic") not in within_budget(abstains, 1.0)
+    pick = Pick(model=name, variant="int8-dynamic")
+    gate = accuracy_gate(abstains, {"cpu": pick}, 1.0, "recommended")
+    assert not gate.passed and gate.value == pytest.approx(40, abs=1e-3)
+    assert gate.reason == f"{name} int8-dynamic drops 40.0 points of HasAns_f1 > 1.0"

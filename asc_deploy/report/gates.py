@@ -111,19 +111,23 @@ def _scoped_evaluations(
 def accuracy_gate(
     results: Results, recommendation: dict[str, Pick], limit: float, scope: Scope
 ) -> Gate:
+    primary = results.task.primary_metric
     drops = [
-        (-e.delta, e)
+        (*worst, e)
         for e in _scoped_evaluations(results, recommendation, scope)
-        if e.delta is not None
+        if (worst := e.worst_drop(primary)) is not None
     ]
     if not drops:
         return Gate(
             name="max_accuracy_drop", passed=False, value=None, limit=limit, reason=_nothing(scope)
         )
-    drop, worst = max(drops, key=lambda d: d[0])
+    drop, metric, worst = max(drops, key=lambda d: d[0])
     passed = drop <= limit + EPS
     verb = "<=" if passed else ">"
-    reason = f"{_label(worst)} drops {fmt_limit(round(drop, 2))} points {verb} {fmt_limit(limit)}"
+    on = "" if metric == primary else f" of {metric}"  # a guarded metric is the worst: name it
+    reason = (
+        f"{_label(worst)} drops {fmt_limit(round(drop, 2))} points{on} {verb} {fmt_limit(limit)}"
+    )
     if drop < 0:  # an improvement: say so rather than "drops -0.5"
         gain = fmt_limit(round(-drop, 2))
         reason = f"{_label(worst)} gains {gain} points (limit {fmt_limit(limit)})"

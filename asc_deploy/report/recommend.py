@@ -1,8 +1,9 @@
 """The recommendation: the fastest artifact within the accuracy budget on each target provider.
 
 For every host and provider, candidates are the evaluated (model, variant) artifacts measured at
-the gate shape (GatesConfig.speedup_shape) whose primary metric is at most
-GatesConfig.accuracy_budget points below the uncompressed PyTorch model; the lowest p50 wins.
+the gate shape (GatesConfig.speedup_shape) whose primary metric, and each of the task's guarded
+metrics (SQuAD 2.0: HasAns_f1 and NoAns_f1), is at most GatesConfig.accuracy_budget points below
+the uncompressed PyTorch model; the lowest p50 wins.
 The uncompressed model is itself a candidate, so a pick exists whenever it was measured.
 Latencies from different hosts are never compared: `recommendation[provider]` is the pick on
 the first host that measured that provider (the run's own host comes first in `bench`), and
@@ -43,9 +44,13 @@ def _pick(
 
 
 def within_budget(results: Results, budget: float) -> set[R.Key]:
-    """(model, variant) pairs evaluated no more than `budget` points below the reference."""
+    """(model, variant) pairs evaluated no more than `budget` points below the reference, on the
+    primary metric and on each of the task's guarded ones."""
+    primary = results.task.primary_metric
     return {
-        ev.key for ev in results.evaluations if ev.delta is not None and ev.delta >= -budget - EPS
+        ev.key
+        for ev in results.evaluations
+        if (worst := ev.worst_drop(primary)) is not None and worst[0] <= budget + EPS
     }
 
 

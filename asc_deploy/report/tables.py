@@ -497,9 +497,12 @@ def metrics_table(results: Results) -> Table | None:
     metrics = list(dict.fromkeys(m for e in results.evaluations for m in (e.comparisons or {})))
     if len(metrics) < 2:
         return None
+    guarded = results.task.guarded_metrics
     headers = ["Model", "Variant"]
     for metric in metrics:
         headers += [metric, f"Δ {metric} [95% CI]"]
+    for metric in guarded:
+        headers += [metric, f"Δ {metric}"]
     table = Table("Every metric, paired with the uncompressed model", headers)
     for model, variant in R.artifact_keys(results):
         ev = results.evaluation(model, variant)
@@ -511,11 +514,23 @@ def metrics_table(results: Results) -> Table | None:
                 fmt(value),
                 paired.starred() if paired else MISSING,
             ]
+        for metric in guarded:
+            delta = ev.guarded_deltas.get(metric) if ev else None
+            row += [
+                fmt(ev.metrics.get(metric) if ev else None),
+                MISSING if delta is None else _signed(delta),
+            ]
         table.rows.append(row)
     table.note = (
         "Each metric on the evaluation split; Δ in points vs the uncompressed model in PyTorch "
         "fp32 with the paired 95% bootstrap CI over the same examples (* significant)."
     )
+    if guarded:
+        table.note += (
+            f" {', '.join(guarded)}: the task's guarded subsets, which the recommendation and the "
+            "accuracy gate bound by the same budget as the primary metric (a model that stops "
+            "answering keeps its F1 near the unanswerable share)."
+        )
     return table
 
 

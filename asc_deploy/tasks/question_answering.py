@@ -44,6 +44,8 @@ class QuestionAnsweringTask(SourcedTask):
         super().__init__(name, sources, max_samples, missing_split_hint)
         self.qa = qa or QAConfig()
         self.version_2 = version_2
+        # The official subsets: F1 alone cannot tell a weak reader from one that stopped reading.
+        self.guarded_metrics = ("HasAns_f1", "NoAns_f1") if version_2 else ()
         self.article_split = article_split
         self._base_note = data_note
 
