@@ -32,6 +32,7 @@ from asc_deploy.records import (
 )
 from asc_deploy.stages import compress, deploy, measure
 from asc_deploy.stages.core import Context, Pending, StageStore, gather
+from asc_deploy.tasks.constant import constant_baseline
 
 STAGES = (
     "finetune", "profile", "select", "prune", "screen", "recover", "evaluate", "export", "bench",
@@ -88,6 +89,7 @@ class Pipeline:
                 family=self.task.family,
                 primary_metric=self.task.primary_metric,
                 guarded_metrics=list(self.task.guarded_metrics),
+                constant_baseline=constant_baseline(self.task),
                 eval_examples=len(self.task.load_examples("eval")),
                 data_note=self.task.data_note,
             ),

@@ -273,6 +273,13 @@ class RunInfo(Record):
     compute: dict[str, StageTime] = {}  # stage name -> its records' compute time
 
 
+class ConstantBaseline(Record):
+    """What a predictor that ignores its input scores (asc_deploy/tasks/constant.py)."""
+
+    prediction: str  # a class name, or "no answer"
+    metrics: dict[str, float]
+
+
 class TaskInfo(Record):
     name: str
     family: Literal["classification", "question-answering"]
@@ -280,6 +287,7 @@ class TaskInfo(Record):
     eval_examples: int
     data_note: str | None = None
     guarded_metrics: list[str] = []  # bounded by the accuracy budget too (Task.guarded_metrics)
+    constant_baseline: ConstantBaseline | None = None  # the floor a fine-tuned model must clear
 
 
 class Similarity(Record):

@@ -133,6 +133,11 @@ def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifac
         assert f"| {name} | {variant} | {ev['metrics']['exact']:.2f} | {cell}" in table
     layer_choice = md.split("### Layer-choice baselines")[1].split("###")[0]
     assert f"layers {','.join(map(str, continued[0]['removed_layers']))}" in layer_choice
+    abstain = 100 * sum(a is None for _, a in QUESTIONS) / len(QUESTIONS)  # 1 of 6 unanswerable
+    baseline = results["task"]["constant_baseline"]
+    assert baseline["prediction"] == "no answer"
+    assert baseline["metrics"]["f1"] == pytest.approx(abstain) == baseline["metrics"]["exact"]
+    assert f"A constant prediction (no answer) scores {abstain:.2f} f1 here" in md
     assert "screened out" in layer_choice and "### Screening" in md
 
 

@@ -431,3 +431,22 @@ def test_html_paints_only_a_passing_verdict_green():
     assert 'class="verdict inconclusive"' in html and "verdict pass" not in html
     gates = tables.Table("Release gates", ["Gate", "Result"], [["min_speedup", "INCONCLUSIVE"]])
     assert '<td class="inconclusive">INCONCLUSIVE</td>' in to_html_document([gates], "t")
+
+
+def test_main_table_states_the_constant_prediction_floor(results):
+    """The run scored every constant class with the task's metric; the best is the majority
+    class of the evaluation split, as the reference's own prediction file counts it."""
+    import collections
+    import json
+
+    baseline = results.task.constant_baseline
+    ref = results.reference_evaluation()
+    lines = Path(ref.predictions).read_text().splitlines()
+    golds = collections.Counter(json.loads(line)["gold"] for line in lines)
+    majority = 100 * max(golds.values()) / sum(golds.values())
+    assert baseline.metrics["accuracy"] == pytest.approx(majority)
+    assert baseline.prediction in ("negative", "positive")
+    note = tables.main_table(results).note
+    assert f"A constant prediction ({baseline.prediction}) scores {majority:.2f} accuracy" in note
+    floor = with_evaluation(results, ref.model, ref.variant, primary=majority - 1)
+    assert "it has not learned the task" in tables.main_table(floor).note

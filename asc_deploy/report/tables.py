@@ -215,9 +215,25 @@ def main_table(results: Results) -> Table:
         + (" with its paired 95% CI (* significant)" if paired else "")
         + _bert99_note(results, shares)
         + "; Agree / Err J / kNN against it; latency cells: p50 / p95 (speedup vs the "
-        "uncompressed PyTorch model on the same host, provider and shape)."
+        "uncompressed PyTorch model on the same host, provider and shape)." + _floor_note(results)
     )
     return table
+
+
+def _floor_note(results: Results) -> str:
+    """Where the uncompressed model stands against the best constant prediction."""
+    baseline, ref = results.task.constant_baseline, results.reference_evaluation()
+    metric = results.task.primary_metric
+    floor = baseline.metrics.get(metric) if baseline else None
+    if floor is None or ref is None or ref.primary is None:
+        return ""
+    text = f" A constant prediction ({baseline.prediction}) scores {floor:.2f} {metric} here"
+    if ref.primary <= floor:
+        return (
+            f"{text}, as much as the uncompressed model ({ref.primary:.2f}): it has not learned "
+            "the task, so differences from it say little."
+        )
+    return f"{text}; the uncompressed model is {ref.primary - floor:.2f} points above it."
 
 
 def _bert99_cells(share: Int8Share | None, ev: Evaluation | None) -> list[str]:
