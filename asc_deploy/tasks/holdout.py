@@ -18,20 +18,29 @@ from asc_deploy.tasks.base import Example, Task
 Split = Literal["train", "eval"]
 
 
-class Reserved:
-    """A task whose training split lacks its last `holdout` examples; `held_out()` has them."""
+class _View:
+    """A view of a task: whatever it does not override (encode, metrics, names) is the task's."""
 
-    def __init__(self, task: Task, holdout: int):
-        self._task, self._holdout = task, holdout
+    _task: Any
 
-    def __getattr__(self, name: str) -> Any:  # encode, metrics, names: the task's own
+    def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):  # unpickling asks before _task exists
             raise AttributeError(name)
         return getattr(self._task, name)
 
+
+class Reserved(_View):
+    """A task whose training split lacks its last `holdout` examples; `held_out()` has them."""
+
+    def __init__(self, task: Task, holdout: int):
+        self._task, self._holdout = task, holdout
+        self._cut_at: int | None = None  # found once: the QA cut walks back to an article start
+
     def _split(self) -> tuple[list[Example], int]:
         train = self._task.load_examples("train")
-        return train, _cut(train, self._holdout)
+        if self._cut_at is None:
+            self._cut_at = _cut(train, self._holdout)
+        return train, self._cut_at
 
     def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
         if split != "train":
@@ -54,17 +63,12 @@ class Reserved:
         }
 
 
-class HeldOutScoring:
+class HeldOutScoring(_View):
     """A reserved task whose evaluation split is its first `samples` held-out examples: what a
     screen scores on. It has no training split."""
 
     def __init__(self, task: Reserved, samples: int):
         self._task, self._samples = task, samples
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._task, name)
 
     def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
         if split != "eval":
