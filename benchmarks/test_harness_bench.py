@@ -11,6 +11,8 @@ that timing overhead would show, small enough to keep the suite at seconds.
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -18,13 +20,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from asc_deploy.measure import harness
 from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_worker, worker_spec
 from asc_deploy.measure.inputs import fixed_feed
 from asc_deploy.measure.latency import ort_run_fn, summarize_ms, time_callable
 from asc_deploy.measure.ort_runner import create_session, run_logits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from bench_models import export_bert_onnx  # noqa: E402
+from bench_models import export_bert_onnx, export_tiny_bert, make_artifact  # noqa: E402
 
 NAMES = ["input_ids", "attention_mask", "token_type_ids"]
 ROUNDS = 9
@@ -116,3 +119,69 @@ def test_worker_roundtrip(benchmark, small_bert):
     spec = worker_spec(Cell(onnx_target(small_bert), "cpu", 1, 32), settings, None)
     result = benchmark.pedantic(run_worker, args=(spec,), rounds=3, iterations=1)
     assert result["ok"] and len(result["samples_s"]) == 5
+
+
+class SyntheticLoad:
+    """A runner that measures cells for real, with CPU burners (two per core) running during the
+    cell measurements numbered in `loaded_calls` (1-based); the bare loop is scripted."""
+
+    def __init__(self, loaded_calls):
+        self.loaded_calls = loaded_calls
+        self.cells = 0
+
+    def __call__(self, spec, timeout):
+        if spec.get("kind") == "bare":
+            # The host's noise floor is scripted as a steady loop, so cells are judged at
+            # exactly noise_threshold: a VM hiccup during a real bare run once raised the
+            # threshold above what the burners cause (spread 75%, round p50s 8.0 / 2.0 / 8.0
+            # ms, not flagged). Calibration from the bare loop has its own scripted tests.
+            return {"samples_s": [0.001] * 10}
+        self.cells += 1
+        if self.cells not in self.loaded_calls:
+            return harness.run_worker(spec, timeout)
+        burners = [
+            subprocess.Popen([sys.executable, "-c", "while True: pass"])
+            for _ in range(2 * (os.cpu_count() or 1))
+        ]
+        try:
+            time.sleep(0.3)  # let them take the cores
+            return harness.run_worker(spec, timeout)
+        finally:
+            for burner in burners:
+                burner.kill()
+                burner.wait()
+
+
+def test_a_quiet_run_is_clean_and_a_loaded_round_is_caught_and_measured_again(tmp_path):
+    """Noise detection end to end, on real timings: the scripted tests in tests/test_harness.py
+    pin the logic; this checks that real CPU contention is what it catches. Real timings, so it
+    lives here and not in the CI suite, where a busy host made a quiet round look loaded."""
+    onnx_path = export_tiny_bert(tmp_path / "tiny.onnx")
+    artifact = make_artifact(tmp_path / "run" / "tiny" / "fp32", onnx_path)
+
+    def bench(load: SyntheticLoad, retries: int) -> dict:
+        settings = harness.BenchSettings(
+            batch_sizes=(8,),
+            sequence_lengths=(128,),  # calls of tens of ms: longer than a scheduler slice
+            warmup=2,
+            min_iterations=10,
+            min_seconds=0.3,
+            rounds=3,
+            intra_op_threads=2,
+            noise_retries=retries,
+            # Above the 5-25% a 2 ms cell drifts between fresh processes on an idle 2-core VM,
+            # far below what the burners cause (2-3x slower rounds).
+            noise_threshold=0.35,
+        )
+        doc = harness.run_bench(harness.resolve_targets([str(artifact)]), settings, runner=load)
+        return doc["measurements"][0]
+
+    quiet = bench(SyntheticLoad(set()), retries=2)
+    assert not quiet["noisy"], quiet["round_p50_ms"]
+    # Load during round 2 only: caught, and measured again until the loaded round has left
+    # the latest three (two more rounds); then trusted.
+    once = bench(SyntheticLoad({2}), retries=2)
+    assert once["remeasured"] == 2 and not once["noisy"], once["round_p50_ms"]
+    # Load again during the retry: still noisy, so flagged.
+    stays = bench(SyntheticLoad({2, 4}), retries=1)
+    assert stays["remeasured"] == 1 and stays["noisy"], stays["round_p50_ms"]
