@@ -109,7 +109,8 @@ def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifac
     for model in ("uncompressed", name):
         for variant in ("torch", "fp32", "int8-dynamic"):
             ev = evaluations[(model, variant)]
-            assert set(ev["comparisons"]) == {"exact", "f1"}, (model, variant)
+            subsets = {f"{s}_{m}" for s in ("HasAns", "NoAns") for m in ("exact", "f1")}
+            assert set(ev["comparisons"]) == {"exact", "f1"} | subsets, (model, variant)
             assert ev["comparison"] == ev["comparisons"]["f1"]  # the primary metric
             for stats in ev["comparisons"].values():
                 assert stats["ci_low"] <= stats["delta"] <= stats["ci_high"]
@@ -118,19 +119,18 @@ def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifac
     table = md.split("### Every metric, paired with the uncompressed model")[1].split("###")[0]
     assert (
         "| Model | Variant | exact | Δ exact [95% CI] | f1 | Δ f1 [95% CI] | HasAns_f1 | "
-        "Δ HasAns_f1 | NoAns_f1 | Δ NoAns_f1 |"
+        "Δ HasAns_f1 [95% CI] | NoAns_f1 | Δ NoAns_f1 [95% CI] |"
     ) in table
-    for variant in ("torch", "int8-dynamic"):
-        ev = evaluations[(name, variant)]
-        has, no = (ev["metrics"][m] for m in ("HasAns_f1", "NoAns_f1"))
-        ref = evaluations[("uncompressed", "torch")]["metrics"]
-        subsets = f"| {has:.2f} | {has - ref['HasAns_f1']:+.2f} | {no:.2f} | "
-        assert subsets in table.split(f"| {name} | {variant} |")[1].splitlines()[0]
+    ref = evaluations[("uncompressed", "torch")]["metrics"]
     for variant in ("torch", "fp32", "int8-dynamic"):
         ev = evaluations[(name, variant)]
-        exact = ev["comparisons"]["exact"]
-        cell = f"{exact['delta']:+.2f} [{exact['ci_low']:+.2f}, {exact['ci_high']:+.2f}]"
-        assert f"| {name} | {variant} | {ev['metrics']['exact']:.2f} | {cell}" in table
+        row = table.split(f"| {name} | {variant} |")[1].splitlines()[0]
+        for metric in ("exact", "HasAns_f1", "NoAns_f1"):
+            stats = ev["comparisons"][metric]
+            # A subset's paired delta is the difference of the official scorer's subset scores.
+            assert stats["delta"] == pytest.approx(ev["metrics"][metric] - ref[metric])
+            cell = f"{stats['delta']:+.2f} [{stats['ci_low']:+.2f}, {stats['ci_high']:+.2f}]"
+            assert f"| {ev['metrics'][metric]:.2f} | {cell}" in row, (metric, row)
     layer_choice = md.split("### Layer-choice baselines")[1].split("###")[0]
     assert f"layers {','.join(map(str, continued[0]['removed_layers']))}" in layer_choice
     abstain = 100 * sum(a is None for _, a in QUESTIONS) / len(QUESTIONS)  # 1 of 6 unanswerable

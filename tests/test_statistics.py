@@ -128,6 +128,36 @@ def test_qa_per_example_exact_and_f1():
     assert result["exact"].delta == pytest.approx(-50.0)
 
 
+def test_qa_2_subsets_are_scored_over_their_own_questions_as_the_official_scorer_does():
+    from asc_deploy.tasks.squad_metric import squad_v2_scores
+
+    gold = [["Paris"], [], ["blue sky"], [""], ["1990"]]  # [] and [""]: unanswerable
+    reference = ["Paris", "", "sky", "", "1991"]
+    other = ["Paris", "Lyon", "blue sky", "", ""]  # answers one it should abstain on
+
+    def records(predictions):
+        return [
+            {"id": f"q{i}", "prediction": p, "gold": g}
+            for i, (p, g) in enumerate(zip(predictions, gold, strict=True))
+        ]
+
+    scores = per_example_scores(records(other), "question-answering")
+    assert scores["HasAns_f1"].tolist() == [100.0, 100.0, 0.0]
+    assert scores["NoAns_exact"].tolist() == [0.0, 100.0]
+    official = squad_v2_scores(
+        {f"q{i}": g for i, g in enumerate(gold)}, {f"q{i}": p for i, p in enumerate(other)}
+    )
+    for metric in ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1"):
+        assert scores[metric].mean() == pytest.approx(official[metric]), metric
+    result = compare_predictions(records(reference), records(other), "question-answering")
+    assert result["NoAns_f1"].n == 2 and result["NoAns_f1"].delta == pytest.approx(-50.0)
+    assert result["HasAns_f1"].n == 3
+    assert result["HasAns_f1"].delta == pytest.approx((200 - (100 + 200 / 3)) / 3)
+    # One kind of question only (SQuAD 1.1): no subsets, they would repeat the totals.
+    answerable = records(other)[::2]
+    assert set(per_example_scores(answerable, "question-answering")) == {"exact", "f1"}
+
+
 def test_comparison_is_json_and_reads_prediction_files(tmp_path):
     ref, other = _table(30, 15, 5, 10)
     save_predictions(tmp_path / "ref.jsonl", _records(ref))

@@ -4,7 +4,9 @@ Both models are scored on the same evaluation examples, so each comparison is pa
 id (`fidelity.align`):
 
 - per-example scores, in points (x100): classification `accuracy` = correct 0/1; QA `exact` = EM
-  0/1 and `f1` = the official SQuAD F1 of that question;
+  0/1 and `f1` = the official SQuAD F1 of that question; where a QA set mixes answerable and
+  unanswerable questions (SQuAD 2.0), also `HasAns_*` and `NoAns_*`: the same scores over that
+  subset's questions only, as the official scorer splits them;
 - the difference of the means (other - reference) with a 95% paired bootstrap interval
   (`scipy.stats.bootstrap`, paired=True, 2000 resamples, seeded). The percentile method, not
   BCa: two artifacts that predict alike on every example (fp32 vs optimised ONNX) give equal
@@ -101,26 +103,37 @@ class SeedSummary:
 
 # -- per-example scores ---------------------------------------------------------------------------
 def per_example_scores(records: Sequence[dict[str, Any]], family: Family) -> dict[str, np.ndarray]:
-    """Metric name -> one score per record in points: accuracy (classification); exact, f1 (QA)."""
+    """Metric name -> scores in points: accuracy (classification); exact, f1 (QA), one per record,
+    and for a mixed QA set HasAns_/NoAns_ exact and f1, one per record of that subset."""
     if family == "classification":
         from asc_deploy.measure.fidelity import is_correct
 
         return {"accuracy": 100.0 * np.array([is_correct(r) for r in records], dtype=float)}
     if family == "question-answering":
-        from asc_deploy.tasks.squad_metric import raw_scores
-
-        ids = [str(i) for i in range(len(records))]  # positions: ids are checked by the caller
-        exact, f1 = raw_scores(
-            {q: r["gold"] for q, r in zip(ids, records, strict=True)},
-            {q: r["prediction"] or "" for q, r in zip(ids, records, strict=True)},
-        )
-        return {
-            "exact": 100.0 * np.array([exact[q] for q in ids], dtype=float),
-            "f1": 100.0 * np.array([f1[q] for q in ids], dtype=float),
-        }
+        return _qa_scores(records)
     raise UserError(
         f"unknown task family '{family}'; expected classification or question-answering"
     )
+
+
+def _qa_scores(records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
+    from asc_deploy.tasks.squad_metric import answerable, raw_scores
+
+    ids = [str(i) for i in range(len(records))]  # positions: ids are checked by the caller
+    exact, f1 = raw_scores(
+        {q: r["gold"] for q, r in zip(ids, records, strict=True)},
+        {q: r["prediction"] or "" for q, r in zip(ids, records, strict=True)},
+    )
+    scores = {
+        "exact": 100.0 * np.array([exact[q] for q in ids], dtype=float),
+        "f1": 100.0 * np.array([f1[q] for q in ids], dtype=float),
+    }
+    has_answer = np.array([answerable(r["gold"]) for r in records], dtype=bool)
+    if min(has_answer.sum(), (~has_answer).sum()) < 2:
+        return scores  # one kind of question (its subset is the whole set), or no interval
+    for subset, mask in (("HasAns", has_answer), ("NoAns", ~has_answer)):
+        scores |= {f"{subset}_{metric}": scores[metric][mask] for metric in ("exact", "f1")}
+    return scores
 
 
 # -- tests ----------------------------------------------------------------------------------------
@@ -213,8 +226,8 @@ def compare_predictions(
 ) -> dict[str, PairedComparison]:
     """Every per-example metric of `other` vs `reference`, examples aligned by id.
 
-    Classification: {"accuracy"} with McNemar; QA: {"exact", "f1"}. A UserError when the two
-    record lists do not cover the same ids.
+    Classification: {"accuracy"} with McNemar; QA: {"exact", "f1"}, plus HasAns_/NoAns_ exact
+    and f1 for a mixed set. A UserError when the two record lists do not cover the same ids.
     """
     from asc_deploy.measure.fidelity import align
 

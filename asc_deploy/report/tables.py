@@ -508,33 +508,28 @@ def layer_choice_table(results: Results) -> Table:
 
 
 def metrics_table(results: Results) -> Table | None:
-    """Every per-example metric of a task that has several (QA: EM and F1), each with its paired
-    95% CI against the uncompressed model; None for a one-metric task."""
-    metrics = list(dict.fromkeys(m for e in results.evaluations for m in (e.comparisons or {})))
+    """Every per-example metric of a task that has several (QA: EM and F1) and its guarded subsets
+    (SQuAD 2.0: HasAns_f1, NoAns_f1), each with its paired 95% CI against the uncompressed model;
+    None for a one-metric task."""
+    guarded = results.task.guarded_metrics
+    compared = dict.fromkeys(m for e in results.evaluations for m in (e.comparisons or {}))
+    # The subsets' other scores (HasAns_exact, ...) are in results.json; the table keeps to the
+    # metrics the recommendation and the gate bound.
+    metrics = [m for m in compared if not m.startswith(("HasAns_", "NoAns_"))] + list(guarded)
     if len(metrics) < 2:
         return None
-    guarded = results.task.guarded_metrics
     headers = ["Model", "Variant"]
     for metric in metrics:
         headers += [metric, f"Δ {metric} [95% CI]"]
-    for metric in guarded:
-        headers += [metric, f"Δ {metric}"]
     table = Table("Every metric, paired with the uncompressed model", headers)
     for model, variant in R.artifact_keys(results):
         ev = results.evaluation(model, variant)
         row = [model, variant]
         for metric in metrics:
             paired = Paired.of(ev, metric) if ev and metric in (ev.comparisons or {}) else None
-            value = ev.metrics.get(metric) if ev else None
-            row += [
-                fmt(value),
-                paired.starred() if paired else MISSING,
-            ]
-        for metric in guarded:
-            delta = ev.guarded_deltas.get(metric) if ev else None
             row += [
                 fmt(ev.metrics.get(metric) if ev else None),
-                MISSING if delta is None else _signed(delta),
+                paired.starred() if paired else MISSING,
             ]
         table.rows.append(row)
     table.note = (
@@ -543,9 +538,10 @@ def metrics_table(results: Results) -> Table | None:
     )
     if guarded:
         table.note += (
-            f" {', '.join(guarded)}: the task's guarded subsets, which the recommendation and the "
-            "accuracy gate bound by the same budget as the primary metric (a model that stops "
-            "answering keeps its F1 near the unanswerable share)."
+            f" {', '.join(guarded)}: the task's guarded subsets, each over its own questions, "
+            "which the recommendation and the accuracy gate bound by the same budget as the "
+            "primary metric (a model that stops answering keeps its F1 near the unanswerable "
+            "share)."
         )
     return table
 

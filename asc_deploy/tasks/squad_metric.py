@@ -50,6 +50,11 @@ def _gold_list(answers: Sequence[str]) -> list[str]:
     return golds or [""]
 
 
+def answerable(answers: Sequence[str]) -> bool:
+    """Whether the official scorer counts a question in HasAns (else NoAns)."""
+    return _gold_list(answers) != [""]
+
+
 def raw_scores(
     gold_answers: Mapping[str, Sequence[str]], predictions: Mapping[str, str]
 ) -> tuple[dict[str, float], dict[str, float]]:
@@ -68,8 +73,8 @@ def squad_v2_scores(
 ) -> dict[str, float]:
     """exact, f1 and total; HasAns_* and NoAns_* where such questions exist."""
     exact, f1 = raw_scores(gold_answers, predictions)
-    has_ans = [q for q, a in gold_answers.items() if _gold_list(a) != [""]]
-    no_ans = [q for q, a in gold_answers.items() if _gold_list(a) == [""]]
+    has_ans = [q for q, a in gold_answers.items() if answerable(a)]
+    no_ans = [q for q, a in gold_answers.items() if not answerable(a)]
     out = _averages(exact, f1, list(gold_answers))
     if has_ans:
         out.update({f"HasAns_{k}": v for k, v in _averages(exact, f1, has_ans).items()})
