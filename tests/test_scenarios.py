@@ -477,8 +477,9 @@ def test_loadgen_scenarios_run_without_torch_and_write_valid_records(
     assert check["sut_overhead"] == pytest.approx(expected, abs=1e-4)
     assert check["within_noise"] == (abs(expected) <= check["tolerance"])
     assert "harness_check" not in server and "harness_check" not in offline
-    # The model calls alone, timed inside the SUT: LoadGen's p90 adds only the SUT's cost.
-    assert 0 < during <= single["value"] < during + 1.0
+    # The model calls alone, timed inside the SUT: LoadGen's p90 includes them. How much the SUT
+    # adds is a timing target, so it lives in benchmarks/serving_scenarios.py (sut_overhead).
+    assert 0 < during <= single["value"]
     assert single["sut"]["batches"]["max_size"] == 1
     assert server["target_qps"] == 500 and server["latency_bound_ms"] == 500
     assert server["loadgen"]["settings"]["target_qps"] == 500
