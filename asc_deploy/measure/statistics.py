@@ -42,6 +42,8 @@ SEED = 0
 SIGNIFICANCE = 0.05
 METHOD = "percentile"
 MINUS = "\u2212"  # the typographic minus of the report's phrases
+# The official SQuAD 2.0 subsets; their scores are named "<subset>_<metric>" (HasAns_f1).
+QA_SUBSETS = ("HasAns", "NoAns")
 
 
 @dataclass(frozen=True)
@@ -131,7 +133,7 @@ def _qa_scores(records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
     has_answer = np.array([answerable(r["gold"]) for r in records], dtype=bool)
     if min(has_answer.sum(), (~has_answer).sum()) < 2:
         return scores  # one kind of question (its subset is the whole set), or no interval
-    for subset, mask in (("HasAns", has_answer), ("NoAns", ~has_answer)):
+    for subset, mask in zip(QA_SUBSETS, (has_answer, ~has_answer), strict=True):
         scores |= {f"{subset}_{metric}": scores[metric][mask] for metric in ("exact", "f1")}
     return scores
 

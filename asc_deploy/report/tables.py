@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from asc_deploy.measure.statistics import QA_SUBSETS, SIGNIFICANCE
 from asc_deploy.records import Evaluation, Gate, Measurement, ModelEntry, Pick, Results, host_label
 from asc_deploy.report import results as R
 from asc_deploy.report.bert99 import BERT99, Int8Share, int8_shares
@@ -43,7 +44,6 @@ CRITERIA_ORDER = (
     "explicit",
 )
 OFF_THE_SHELF = "off-the-shelf"
-SIGNIFICANCE = 0.05  # when a comparison gives a p-value but no verdict
 
 
 BELOW = "✗"  # after a value that misses its target (bert-99); the HTML also colours it
@@ -515,7 +515,7 @@ def metrics_table(results: Results) -> Table | None:
     compared = dict.fromkeys(m for e in results.evaluations for m in (e.comparisons or {}))
     # The subsets' other scores (HasAns_exact, ...) are in results.json; the table keeps to the
     # metrics the recommendation and the gate bound.
-    metrics = [m for m in compared if not m.startswith(("HasAns_", "NoAns_"))] + list(guarded)
+    metrics = [m for m in compared if m.split("_")[0] not in QA_SUBSETS] + guarded
     if len(metrics) < 2:
         return None
     headers = ["Model", "Variant"]
