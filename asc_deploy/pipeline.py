@@ -66,7 +66,7 @@ class Pipeline:
         reference = self._reference(base, profile.num_layers)
         shelf = self._submit_off_the_shelf()  # (on a cluster) beside the layer sets' recoveries
         models = [reference, *self._build(candidates.models, base), *self._off_the_shelf(shelf)]
-        measured = [m for m in models if m.screening is None or m.screening.continued]
+        measured = [m for m in models if m.same_as is None and _continued(m)]
         torch_jobs, export_jobs = self._evaluate_torch(measured), self._export(measured)
         evaluations = gather(torch_jobs)
         artifacts = self._artifact_sets(export_jobs)
@@ -151,7 +151,7 @@ class Pipeline:
                 "path": recovered[layers] if continues else pruned[layers].path,
             }
             if candidate is not first:
-                update["note"] = f"same layers as {first.name}"
+                update |= {"same_as": first.name, "note": f"same layers as {first.name}"}
             entries.append(candidate.model_copy(update=update))
         return entries
 
@@ -299,6 +299,11 @@ class Pipeline:
             self.root / "bench.json", docs[0] if len(docs) == 1 else merge_bench(docs)
         )
         return runs
+
+
+def _continued(model: ModelEntry) -> bool:
+    """Recovered and measured: not stopped by the screening."""
+    return model.screening is None or model.screening.continued
 
 
 def _slug(target: str) -> str:

@@ -73,6 +73,9 @@ class ModelEntry(Record):
     distilled: bool = False
     note: str | None = None
     screening: Screening | None = None
+    # Another criterion chose the same layers first: this entry shares that model's recovered
+    # folder, evaluations and artifacts, so it is measured once, under that model's name.
+    same_as: str | None = None
 
     @property
     def removed(self) -> int:
@@ -383,7 +386,10 @@ class Results(Record):
         return next((e for e in self.evaluations if e.key == (model, variant)), None)
 
     def torch_evaluation(self, model: str) -> Evaluation | None:
-        """A model's evaluation in PyTorch (variant 'torch'), else its first."""
+        """A model's evaluation in PyTorch (variant 'torch'), else its first; a twin's (same_as)
+        is the one of the model it shares."""
+        entry = next((m for m in self.models if m.name == model), None)
+        model = entry.same_as if entry and entry.same_as else model
         evals = [e for e in self.evaluations if e.model == model]
         return next((e for e in evals if e.variant == "torch"), evals[0] if evals else None)
 

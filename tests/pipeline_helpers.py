@@ -6,8 +6,9 @@ other values derives them from this run's Results.
 
 The run: a 4-layer BERT whose layer 2 is (almost) the identity, fine-tuned for 6 steps on 48
 SST-2-style rows; ASC at 0.9 (removes layer 2) and 0.2; top and random (one seed) at the same
-depths; a 2-layer DistilBERT off the shelf; the quantised baselines; fp32 ONNX export; a bench at
-cpu 1x16 and a short LoadGen Server run per artifact.
+depths (random seed 1 also draws layer 2: a twin of asc-0.90); a 2-layer DistilBERT off the
+shelf; the quantised baselines; fp32 ONNX export; a bench at cpu 1x16 and a short LoadGen
+Server run per artifact.
 """
 
 from __future__ import annotations

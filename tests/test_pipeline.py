@@ -39,6 +39,12 @@ def test_results_cover_every_model_and_stage(full_run):
         and names["tiny-distilbert"]["layers"] == 2
     )
     variants = {(e["model"], e["variant"]) for e in results["evaluations"]}
+    # random seed 1 draws layer 2, asc-0.90's: a twin, recovered and measured once, under asc-0.90
+    twin = names["random-1-s1"]
+    assert twin["removed_layers"] == [2] and twin["same_as"] == "asc-0.90"
+    assert twin["path"] == names["asc-0.90"]["path"]
+    assert not any(model == "random-1-s1" for model, _ in variants)
+    assert not (root / "artifacts" / "random-1-s1").exists()
     for model in ("uncompressed", "asc-0.90", "asc-0.20", "tiny-distilbert"):
         assert {(model, "torch"), (model, "fp32")} <= variants
     # The quantised baselines of the uncompressed model: PyTorch and ONNX Runtime dynamic int8.
