@@ -127,6 +127,59 @@ class ASCConfig(Strict):
         return values
 
 
+class WidthTarget(Strict):
+    """One narrower shape (apc-method.md): unset widths keep the model's own."""
+
+    hidden: int | None = Field(None, ge=1)  # residual width = attention width
+    ffn: int | None = Field(None, ge=1)
+    heads: int | None = Field(None, ge=1)  # kept heads; head size = hidden / heads
+
+    @model_validator(mode="after")
+    def _narrows_something(self) -> WidthTarget:
+        if self.hidden is None and self.ffn is None and self.heads is None:
+            raise ValueError("a width target names at least one of hidden, ffn, heads")
+        return self
+
+
+class APCConfig(Strict):
+    """Width compression (APC) beside depth: each target width combined with the uncompressed
+    model and with each depth's screened winners; `hidden` / `ffn` / `heads` at the top level are
+    one more target (the issue's `apc: {hidden, ffn, heads, init, biases, steps}` form)."""
+
+    targets: list[WidthTarget] = []
+    hidden: int | None = Field(None, ge=1)
+    ffn: int | None = Field(None, ge=1)
+    heads: int | None = Field(None, ge=1)
+    init: Literal["sensitivity", "random", "kmeans", "svd"] = "sensitivity"
+    biases: Literal["none", "ud", "all"] = "none"  # b_U + b_D ("ud"), and B too ("all")
+    # APC training steps before finalising; 0 = the selection init finalised at once (one-shot
+    # structured pruning), then the recovery's distillation trains the finalised model.
+    steps: int = Field(0, ge=0, le=100_000)
+    learning_rate: float = Field(5e-5, gt=0, le=1)  # APC steps (the paper's 5e-5)
+    train_original: bool = True  # the paper trains the original weights with the projections
+    samples: int = Field(256, ge=8, le=100_000)  # training examples for importance / activations
+    # Removed-layer counts each width combines with (0 = the uncompressed model); None: 0 and
+    # every depth the run builds.
+    depths: list[int] | None = None
+    order: Literal["depth-first", "width-first"] = "depth-first"
+
+    @model_validator(mode="after")
+    def _shorthand_is_a_target(self) -> APCConfig:
+        if any(v is not None for v in (self.hidden, self.ffn, self.heads)):
+            shorthand = WidthTarget(hidden=self.hidden, ffn=self.ffn, heads=self.heads)
+            if shorthand not in self.targets:
+                self.targets = [shorthand, *self.targets]
+        return self
+
+    @field_validator("depths")
+    @classmethod
+    def _non_negative(cls, values: list[int] | None) -> list[int] | None:
+        for d in values or []:
+            if d < 0:
+                raise ValueError(f"depths {d}: a removed-layer count is 0 or more")
+        return values
+
+
 class OffTheShelfModel(Strict):
     name: str
     model: str  # hub id or local folder
@@ -193,10 +246,11 @@ class ExportConfig(Strict):
     sample_inputs: int = Field(256, ge=1)
     # Which models become artifacts. Layer-choice baselines are off by default: a model with the
     # same number of layers as an ASC model has the same graph shape, so the same latency.
-    models: list[Literal["reference", "asc", "strategy", "off-the-shelf"]] = [
+    models: list[Literal["reference", "asc", "strategy", "off-the-shelf", "width"]] = [
         "reference",
         "asc",
         "off-the-shelf",
+        "width",
     ]
 
 
@@ -282,8 +336,8 @@ class StageResources(Strict):
     memory_gb: float | None = Field(None, gt=0)  # Ray's `memory` request; None: no request
 
 
-EXECUTOR_STAGES = ("finetune", "profile", "select", "prune", "screen", "recover", "evaluate",
-                   "export", "bench")  # fmt: skip
+EXECUTOR_STAGES = ("finetune", "profile", "select", "prune", "narrow", "screen", "recover",
+                   "evaluate", "export", "bench")  # fmt: skip
 
 
 class ExecutorConfig(Strict):
@@ -351,6 +405,7 @@ class RunConfig(Strict):
     recovery: FinetuneConfig | None = None  # None: the same recipe as `finetune`
     screening: ScreeningConfig | None = None  # None: every candidate gets full recovery
     asc: ASCConfig = ASCConfig()
+    apc: APCConfig = APCConfig()  # width compression; no targets = depth only
     comparisons: ComparisonsConfig = ComparisonsConfig()
     export: ExportConfig = ExportConfig()
     bench: BenchConfig = BenchConfig()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 from asc_deploy.config import RunConfig
@@ -29,14 +30,16 @@ from asc_deploy.records import (
     Screening,
     Similarity,
     TaskInfo,
+    Width,
+    WidthShape,
 )
 from asc_deploy.stages import compress, deploy, measure
 from asc_deploy.stages.core import Context, Pending, StageStore, gather
 from asc_deploy.tasks.constant import constant_baseline
 
 STAGES = (
-    "finetune", "profile", "select", "prune", "screen", "recover", "evaluate", "export", "bench",
-    "report",
+    "finetune", "profile", "select", "prune", "narrow", "screen", "recover", "evaluate", "export",
+    "bench", "report",
 )  # fmt: skip
 
 
@@ -59,13 +62,16 @@ class Pipeline:
     def run(self) -> Results:
         started, clock = dt.datetime.now(dt.UTC), time.perf_counter()
         base = self.store.run(compress.finetune_base, self.cfg, task=self.task)
+        self._base = base
         profile = self.store.run(compress.profile, self.cfg, model=base, task=self.task)
         candidates = self.store.run(
             compress.select_candidates, self.cfg, profile=profile, model=base, task=self.task
         )
         reference = self._reference(base, profile.num_layers)
         shelf = self._submit_off_the_shelf()  # (on a cluster) beside the layer sets' recoveries
-        models = [reference, *self._build(candidates.models, base), *self._off_the_shelf(shelf)]
+        depth_models = self._build(candidates.models, base)
+        widths = self._build_widths(reference, depth_models, base, profile.num_layers)
+        models = [reference, *depth_models, *widths, *self._off_the_shelf(shelf)]
         measured = [m for m in models if m.same_as is None and _continued(m)]
         torch_jobs, export_jobs = self._evaluate_torch(measured), self._export(measured)
         evaluations = gather(torch_jobs)
@@ -128,7 +134,8 @@ class Pipeline:
             distinct.setdefault(tuple(candidate.removed_layers), candidate)
         jobs = [self._prune(base, layers) for layers in distinct]
         pruned = dict(zip(distinct, gather(jobs), strict=True))
-        screening = self._screen(pruned, base) if self.cfg.screening else {}
+        self._pruned = pruned  # the width axis narrows these (depth-first)
+        screening = self._screen(pruned, base, len) if self.cfg.screening else {}
         continuing = [ls for ls in distinct if ls not in screening or screening[ls].continued]
         recoveries = gather(
             self.store.submit(
@@ -161,32 +168,142 @@ class Pipeline:
             compress.prune, self.cfg, label, model=base, removed=list(layers), head=self.task.family
         )
 
-    def _screen(self, pruned: dict, base: ModelFolder) -> dict[tuple[int, ...], Screening]:
-        """A short recovery of every distinct layer set, scored on training examples reserved
-        from all training (task.holdout); the best `screening.keep` of each depth continue."""
+    def _screen(self, pruned: dict, base: ModelFolder, group_of) -> dict:
+        """A short recovery of every distinct candidate, scored on training examples reserved
+        from all training (task.holdout); the best `screening.keep` of each group (a depth, or a
+        depth and width) continue."""
         jobs = [
             self.store.submit(
-                compress.screen, self.cfg, "-".join(map(str, layers)),
+                compress.screen, self.cfg, Path(record.path).name,
                 pruned=record, teacher=base, task=self.task,
             )
-            for layers, record in pruned.items()
+            for record in pruned.values()
         ]  # fmt: skip
         scores = dict(zip(pruned, gather(jobs), strict=True))
         keep = self.cfg.screening.keep
-        by_depth: dict[int, list[tuple[int, ...]]] = {}
-        for layers in scores:  # candidate order: ASC first, so it wins ties
-            by_depth.setdefault(len(layers), []).append(layers)
+        by_group: dict = {}
+        for key in scores:  # candidate order: ASC first, so it wins ties
+            by_group.setdefault(group_of(key), []).append(key)
         continuing = {
-            layers
-            for group in by_depth.values()
-            for layers in sorted(group, key=lambda g: -scores[g].score)[:keep]
+            key
+            for group in by_group.values()
+            for key in sorted(group, key=lambda g: -scores[g].score)[:keep]
         }
-        for layers in continuing:
-            status_line(f"screening: layers {list(layers)} continue ({scores[layers].score:.2f})")
+        for key in continuing:
+            status_line(f"screening: {Path(pruned[key].path).name} continues "
+                        f"({scores[key].score:.2f})")  # fmt: skip
         return {
-            layers: Screening(**score.model_dump(), continued=layers in continuing)
-            for layers, score in scores.items()
+            key: Screening(**score.model_dump(), continued=key in continuing)
+            for key, score in scores.items()
         }
+
+    # -- the width axis (APC) --------------------------------------------------------------------
+    def _build_widths(
+        self, reference: ModelEntry, depth_models: list[ModelEntry], base: ModelFolder, total: int
+    ) -> list[ModelEntry]:
+        """Each width target combined with the uncompressed model and with each depth's
+        continuing layer sets (depth first, then width, then one final distillation; or
+        width first), screened per (depth, width) and recovered like the depth candidates."""
+        apc = self.cfg.apc
+        if not apc.targets:
+            return []
+        sources = self._width_sources(reference, depth_models, apc.depths)
+        narrowed: dict[tuple, Pruned] = {}
+        for target in apc.targets:
+            label = width_label(target)
+            first = self._narrow(base, target, label) if apc.order == "width-first" else None
+            for source in sources:
+                layers = tuple(source.removed_layers)
+                folder = f"{'-'.join(map(str, layers))}+{label}" if layers else label
+                narrowed[(layers, label, source.name)] = (
+                    self._narrow(self._pruned[layers] if layers else base, target, folder)
+                    if first is None
+                    else self._prune_narrowed(first, layers, folder)
+                )
+        records = dict(zip(narrowed, gather(narrowed.values()), strict=True))
+        screening = self._screen_widths(records, base)
+        continuing = [key for key in records if key not in screening or screening[key].continued]
+        recoveries = gather(
+            self.store.submit(
+                compress.recover, self.cfg, _width_name(key), pruned=records[key], teacher=base,
+                task=self.task, name=_width_name(key),
+            )
+            for key in continuing
+        )  # fmt: skip
+        recovered = {key: r.path for key, r in zip(continuing, recoveries, strict=True)}
+        return [
+            self._width_entry(key, records[key], total, screening.get(key), recovered.get(key))
+            for key in records
+        ]
+
+    def _screen_widths(self, records: dict, base: ModelFolder) -> dict:
+        """Screen the (depth, width) groups that hold more candidates than `screening.keep`;
+        a group with no competition continues without a screen (nothing to choose)."""
+        if not self.cfg.screening:
+            return {}
+        groups: dict = {}
+        for key in records:
+            groups.setdefault((len(key[0]), key[1]), []).append(key)
+        contested = {
+            key: records[key]
+            for keys in groups.values()
+            if len(keys) > self.cfg.screening.keep
+            for key in keys
+        }
+        return self._screen(contested, base, lambda key: (len(key[0]), key[1])) if contested else {}
+
+    def _width_sources(self, reference, depth_models, depths) -> list[ModelEntry]:
+        """The uncompressed model and the continuing, distinct depth candidates, at the depths
+        asked for (`apc.depths`; None: every depth built)."""
+        firsts = [m for m in depth_models if m.same_as is None and _continued(m)]
+        wanted = set(depths) if depths is not None else {0} | {m.removed for m in firsts}
+        sources = [reference] if 0 in wanted else []
+        sources += [m for m in firsts if m.removed in wanted]
+        for depth in sorted(wanted - {0} - {m.removed for m in firsts}):
+            status_line(f"apc.depths: no layer set with {depth} removed was built; skipped")
+        return sources
+
+    def _narrow(self, source, target, folder: str) -> Pending[Pruned]:
+        return self.store.submit(
+            compress.narrow, self.cfg, folder, source=source, shape=target,
+            teacher=self._base, task=self.task, folder=folder,
+        )  # fmt: skip
+
+    def _prune_narrowed(self, first: Pending[Pruned], layers: tuple, folder: str):
+        """Width first: the narrowed uncompressed model, then these layers removed from it."""
+        if not layers:
+            return first
+        narrowed = first.result()
+        return self.store.submit(
+            compress.prune, self.cfg, folder, model=compress.model_folder(narrowed.path),
+            removed=list(layers), head=self.task.family, folder=folder,
+        )  # fmt: skip
+
+    def _width_entry(self, key, record: Pruned, total, screening, recovered):
+        from asc_deploy.compress.apc import Shape
+        from asc_deploy.models.loading import load_config
+
+        layers, label, source = key
+        shape, before = Shape.of(load_config(record.path)), Shape.of(load_config(self._base.path))
+        apc = self.cfg.apc
+        return ModelEntry(
+            name=_width_name(key),
+            kind="width",
+            path=recovered or record.path,
+            layers=total - len(layers),
+            removed_layers=list(layers),
+            group=label,
+            strategy="apc",
+            parameters=record.parameters_after,
+            distilled=self.cfg.recovery.distillation,
+            screening=screening,
+            note=f"{source} narrowed to {label}" if layers else f"uncompressed narrowed to {label}",
+            width=Width(
+                shape=WidthShape(**asdict(shape)), before=WidthShape(**asdict(before)),
+                init=apc.init, biases=apc.biases, steps=apc.steps, order=apc.order,
+                narrows=source,
+            ),
+        )  # fmt: skip
 
     def _submit_off_the_shelf(self) -> list[Pending[ModelFolder]]:
         return [
@@ -299,6 +416,18 @@ class Pipeline:
             self.root / "bench.json", docs[0] if len(docs) == 1 else merge_bench(docs)
         )
         return runs
+
+
+def width_label(target) -> str:
+    """`apc-h288-f1152`: the widths a target narrows (unset ones keep the model's)."""
+    parts = [f"{p}{v}" for p, v in (("h", target.hidden), ("f", target.ffn), ("a", target.heads))
+             if v is not None]  # fmt: skip
+    return "apc-" + "-".join(parts)
+
+
+def _width_name(key: tuple) -> str:
+    layers, label, source = key
+    return f"{source}+{label}" if layers else label
 
 
 def _continued(model: ModelEntry) -> bool:

@@ -19,6 +19,7 @@ def check_run(cfg: RunConfig) -> None:
     _check_providers(cfg.bench.providers)
     _check_model(cfg.model, "model")
     _check_depths(cfg)
+    _check_widths(cfg)
     for spec in cfg.comparisons.off_the_shelf:
         _check_model(spec.model, f"comparisons.off_the_shelf[{spec.name}].model")
     _check_data(cfg)
@@ -74,6 +75,29 @@ def _check_depths(cfg: RunConfig) -> None:
                     f"{key}: {count} layers cannot be removed from this {layers}-layer model "
                     f"(keep at least one); use 1..{layers - 1}"
                 )
+
+
+def _check_widths(cfg: RunConfig) -> None:
+    """Every width target fits the model's shape and architecture, before any training."""
+    if not cfg.apc.targets or not Path(cfg.model).expanduser().is_dir():
+        return
+    from asc_deploy.compress.apc import resolve_widths
+    from asc_deploy.models.loading import load_config
+
+    config = load_config(cfg.model, cfg.trust_remote_code)
+    for i, target in enumerate(cfg.apc.targets):
+        resolve_widths(config, **target.model_dump(), key=f"apc.targets[{i}]")
+    for depth in cfg.apc.depths or []:
+        if depth >= config.num_hidden_layers:
+            raise UserError(
+                f"apc.depths: {depth} removed layers leave nothing of this "
+                f"{config.num_hidden_layers}-layer model; use 0..{config.num_hidden_layers - 1}"
+            )
+    if "width" not in cfg.export.models:
+        raise UserError(
+            "export.models: apc.targets build width-compressed models but 'width' is not "
+            "exported; add it to export.models (or remove apc.targets)"
+        )
 
 
 def _check_data(cfg: RunConfig) -> None:

@@ -20,8 +20,10 @@ RESULTS_SCHEMA = "asc-deploy.results/1"
 BENCH_SCHEMA = "asc-deploy.bench/1"
 BENCH_SET_SCHEMA = "asc-deploy.bench-set/1"  # `asc-deploy bench-merge`: several bench runs
 
-ModelKind = Literal["reference", "asc", "strategy", "off-the-shelf", "quantized"]
-KIND_ORDER: tuple[str, ...] = ("reference", "asc", "quantized", "off-the-shelf", "strategy")
+ModelKind = Literal["reference", "asc", "strategy", "off-the-shelf", "quantized", "width"]
+KIND_ORDER: tuple[str, ...] = (
+    "reference", "asc", "quantized", "off-the-shelf", "strategy", "width",
+)  # fmt: skip
 VARIANT_ORDER: tuple[str, ...] = (
     "torch",
     "torch-dynamic-int8",
@@ -56,6 +58,24 @@ class Screening(Record):
     continued: bool  # among the best `keep` of its depth: recovered fully and evaluated
 
 
+class WidthShape(Record):
+    hidden: int
+    ffn: int
+    heads: int
+
+
+class Width(Record):
+    """A width-compressed (APC) model's shape and how it was made."""
+
+    shape: WidthShape
+    before: WidthShape  # the uncompressed model's
+    init: str
+    biases: str
+    steps: int  # APC training steps before finalising (0: structured pruning)
+    order: str  # depth-first | width-first
+    narrows: str  # the model whose layers it keeps ("uncompressed", or a depth candidate)
+
+
 class ModelEntry(Record):
     """One model of the comparison: its place in the study and its from_pretrained folder."""
 
@@ -76,6 +96,7 @@ class ModelEntry(Record):
     # Another criterion chose the same layers first: this entry shares that model's recovered
     # folder, evaluations and artifacts, so it is measured once, under that model's name.
     same_as: str | None = None
+    width: Width | None = None  # width-compressed (kind "width"): its narrower shape
 
     @property
     def removed(self) -> int:

@@ -6,9 +6,10 @@ other values derives them from this run's Results.
 
 The run: a 4-layer BERT whose layer 2 is (almost) the identity, fine-tuned for 6 steps on 48
 SST-2-style rows; ASC at 0.9 (removes layer 2) and 0.2; top and random (one seed) at the same
-depths (random seed 1 also draws layer 2: a twin of asc-0.90); a 2-layer DistilBERT off the
-shelf; the quantised baselines; fp32 ONNX export; a bench at cpu 1x16 and a short LoadGen
-Server run per artifact.
+depths (random seed 1 also draws layer 2: a twin of asc-0.90); one width target (APC) on the
+uncompressed model and on both 1-layer-removed models; a 2-layer DistilBERT off the shelf; the
+quantised baselines; fp32 ONNX export; a bench at cpu 1x16 and a short LoadGen Server run per
+artifact.
 """
 
 from __future__ import annotations
@@ -88,6 +89,9 @@ def tiny_config(tmp: Path, name: str) -> dict:
         "finetune": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
         "recovery": {"preset": "cpu-fast", "max_steps": 6, "batch_size": 8},
         "asc": {"thresholds": [0.9, 0.2]},
+        # The width axis: hidden 32 -> 16 and FFN 64 -> 32, alone and on both 1-layer-removed
+        # models (asc-0.90 and top-1), at step 0 (structured pruning) then recovery.
+        "apc": {"targets": [{"hidden": 16, "ffn": 32}], "depths": [0, 1]},
         "comparisons": {
             "strategies": ["top", "random"],
             "random_seeds": [1],

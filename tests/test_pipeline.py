@@ -65,6 +65,40 @@ def test_results_cover_every_model_and_stage(full_run):
     assert (root / "artifacts" / "asc-0.90" / "fp32" / "model.onnx").is_file()
 
 
+def test_width_axis_is_built_measured_and_reported(full_run):
+    """The width target combined with depth 0 and each 1-layer-removed model: narrowed folders
+    with their records, recovered, evaluated, exported, benched and in the depth x width table."""
+    from asc_deploy.models.loading import load_config
+
+    root, results = full_run
+    names = {m["name"]: m for m in results["models"]}
+    alone, on_asc = names["apc-h16-f32"], names["asc-0.90+apc-h16-f32"]
+    assert alone["kind"] == on_asc["kind"] == names["top-1+apc-h16-f32"]["kind"] == "width"
+    assert alone["width"]["shape"] == {"hidden": 16, "ffn": 32, "heads": 2}
+    assert alone["width"]["before"] == {"hidden": 32, "ffn": 64, "heads": 2}
+    assert (alone["layers"], alone["width"]["narrows"]) == (4, "uncompressed")
+    assert (on_asc["layers"], on_asc["removed_layers"]) == (3, [2])
+    assert on_asc["width"]["narrows"] == "asc-0.90" and on_asc["width"]["steps"] == 0
+    assert on_asc["parameters"] < names["asc-0.90"]["parameters"]
+    narrowed = root / "models" / "narrowed" / "2+apc-h16-f32"
+    assert (narrowed / "width.json").is_file() and (narrowed / "pruning.json").is_file()
+    recovered = load_config(on_asc["path"])
+    assert (recovered.hidden_size, recovered.num_hidden_layers) == (16, 3)
+    variants = {(e["model"], e["variant"]) for e in results["evaluations"]}
+    measured = {(m["model"], m["variant"]) for m in results["bench"][0]["measurements"]}
+    for name in ("apc-h16-f32", "asc-0.90+apc-h16-f32", "top-1+apc-h16-f32"):
+        assert {(name, "torch"), (name, "fp32")} <= variants
+        assert (name, "fp32") in measured
+    report = (root / "report" / "report.md").read_text()
+    table = report[report.index("### Depth x width") :].split("\n\n")[1]
+    rows = {line.split(" | ")[0].strip("| ") for line in table.splitlines()[2:]}
+    assert rows == {
+        "uncompressed", "asc-0.90", "top-1", "apc-h16-f32", "asc-0.90+apc-h16-f32",
+        "top-1+apc-h16-f32",
+    }  # fmt: skip
+    assert "| asc-0.90+apc-h16-f32 | 3 | 16 | 32 | 2 |" in table
+
+
 def test_rerun_with_same_inputs_reuses_every_stage(full_run, pipeline_workspace):
     root, results = full_run
     again = _cli("run", str(pipeline_workspace / "full.yaml"))

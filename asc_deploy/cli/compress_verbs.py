@@ -1,4 +1,4 @@
-"""Verbs for the compression stages: models, profile, prune."""
+"""Verbs for the compression stages: models, profile, prune, narrow."""
 
 from __future__ import annotations
 
@@ -315,7 +315,98 @@ def _greedy_inputs(model, task, samples: int, batch_size: int, seed: int):
     return loaded, training_batches(task, tokenizer, samples, batch_size, seed)
 
 
+def narrow(
+    model: Annotated[str, typer.Argument(help="Fine-tuned (or pruned) model folder.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the narrow model.")],
+    widths: Annotated[
+        str,
+        typer.Option(
+            help="Target widths, e.g. hidden=288,ffn=1152 (heads=N keeps N heads; unset widths "
+            "keep the model's)."
+        ),
+    ],
+    task: TaskPreset = None,
+    data_dir: DataDir = None,
+    config: TaskConfigFile = None,
+    init: Annotated[
+        str, typer.Option(help="sensitivity (structured pruning at step 0), kmeans, svd, random.")
+    ] = "sensitivity",
+    biases: Annotated[str, typer.Option(help="none, ud (b_U + b_D) or all (and B).")] = "none",
+    steps: Annotated[
+        int, typer.Option(min=0, help="APC training steps (0: finalise at once).")
+    ] = 0,
+    distill_from: Annotated[
+        Path | None, typer.Option(help="Teacher for APC's distillation (the uncompressed model).")
+    ] = None,
+    learning_rate: Annotated[float, typer.Option(min=0, help="APC learning rate.")] = 5e-5,
+    batch_size: Annotated[int, typer.Option(min=1, help="Examples per APC step.")] = 32,
+    samples: Annotated[
+        int, typer.Option(min=8, help="Training examples for importance and activations.")
+    ] = 256,
+    freeze_original: Annotated[
+        bool, typer.Option(help="Train only the projections (the paper trains the originals too).")
+    ] = False,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an -o folder that is not a previous narrow output.")
+    ] = False,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print the width record as JSON.")
+    ] = False,
+) -> None:
+    """APC width compression: a narrower from_pretrained folder of the same architecture, plus
+    width.json. Fine-tune it afterwards (`finetune --distill-from` the uncompressed model)."""
+    from asc_deploy.compress.apc import BIASES, INITS, WIDTH_RECORD, resolve_widths
+    from asc_deploy.compress.narrowing import narrow_model
+    from asc_deploy.config import FinetuneConfig
+    from asc_deploy.errors import UserError
+    from asc_deploy.fsutil import check_output_folder, has_marker
+    from asc_deploy.models.loading import load_config
+
+    check_output_folder(
+        output, lambda f: has_marker(f, WIDTH_RECORD), "`asc-deploy narrow`", overwrite,
+        [model, *([distill_from] if distill_from else [])],
+    )  # fmt: skip
+    for flag, value, known in (("--init", init, INITS), ("--biases", biases, BIASES)):
+        if value not in known:
+            raise UserError(f"{flag} {value!r} is not one of {', '.join(known)}")
+    target = resolve_widths(load_config(model), **_parse_widths(widths), key="--widths")
+    resolved = resolve_task(task, data_dir, config)
+    recipe = FinetuneConfig(
+        preset="cpu-fast", max_steps=max(steps, 1), batch_size=batch_size,
+        learning_rate=learning_rate, distillation=distill_from is not None,
+        distill_hidden_weight=1.0 if distill_from is not None else 0.0,
+    )  # fmt: skip
+    record = narrow_model(
+        model, resolved, target, output, init=init, biases=biases, steps=steps, recipe=recipe,
+        teacher=distill_from, train_original=not freeze_original, samples=samples,
+    )  # fmt: skip
+    if as_json:
+        print(json.dumps(record))
+        return
+    before, after = record["parameters_before"], record["parameters_after"]
+    print(
+        f"{output}: {target.label} ({init} init, {steps} APC steps), parameters "
+        f"{before / 1e6:.1f}M -> {after / 1e6:.1f}M"
+    )
+
+
+def _parse_widths(text: str) -> dict[str, int]:
+    from asc_deploy.errors import UserError
+
+    values: dict[str, int] = {}
+    for part in filter(None, text.replace(" ", "").split(",")):
+        name, _, value = part.partition("=")
+        if name not in ("hidden", "ffn", "heads") or not value.isdigit():
+            raise UserError(
+                f"--widths '{text}': '{part}' is not hidden=N, ffn=N or heads=N "
+                "(e.g. --widths hidden=288,ffn=1152)"
+            )
+        values[name] = int(value)
+    return values
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(models_app, name="models")
     app.command("profile")(profile)
     app.command("prune")(prune)
+    app.command("narrow")(narrow)

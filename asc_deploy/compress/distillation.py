@@ -11,9 +11,11 @@ Three terms, each weighted per recipe:
   (TinyBERT), over non-padding query and key positions, averaged over heads and matched layers.
 
 No projection is learned: layer dropping keeps the width, so student and teacher states have the
-same size. The layer map comes from the pruned model's `pruning.json` (1-based removed/kept layers,
-kept layers in their original order), followed back through earlier prunings to the original
-stack.
+same size. A width-compressed student (`asc-deploy narrow`) carries the frozen projection its
+APC training started from (`width_projection.safetensors`, teacher width x student width), and
+the teacher's states are compared through it. The layer map comes from the pruned model's
+`pruning.json` (1-based removed/kept layers, kept layers in their original order), followed
+back through earlier prunings to the original stack.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+from asc_deploy.compress.apc import WIDTH_PROJECTION
 from asc_deploy.compress.pruning import PRUNING_RECORD
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import read_json
@@ -69,6 +72,16 @@ def _original_layers(record: dict) -> tuple[list[int], int]:
     return kept, int(record["original_layers"])
 
 
+def hidden_projection(student_source: str | Path):
+    """The teacher-to-student hidden-state map of a width-compressed folder, or None."""
+    path = Path(student_source) / WIDTH_PROJECTION
+    if not path.is_file():
+        return None
+    from safetensors.torch import load_file
+
+    return load_file(str(path))["hidden"]
+
+
 # -- losses ---------------------------------------------------------------------------------------
 def distillation_loss(student_logits, teacher_logits, temperature: float, mask=None):
     """KL(teacher_T || student_T) * T^2 averaged over rows; `mask` drops padded positions (QA)."""
@@ -84,12 +97,18 @@ def distillation_loss(student_logits, teacher_logits, temperature: float, mask=N
 
 
 def hidden_state_loss(
-    student_states, teacher_states, pairs: LayerPairs, attention_mask, kind: HiddenLossKind
+    student_states,
+    teacher_states,
+    pairs: LayerPairs,
+    attention_mask,
+    kind: HiddenLossKind,
+    projection=None,
 ):
     """Mean over the matched states of the per-token loss averaged over non-padding tokens.
 
     `*_states` are the models' `hidden_states` tuples ((batch, tokens, hidden) each, index 0 the
-    embeddings' output); `attention_mask` is (batch, tokens) with 1 for real tokens, or None.
+    embeddings' output); `attention_mask` is (batch, tokens) with 1 for real tokens, or None;
+    `projection` (teacher hidden x student hidden) maps a wider teacher's states first.
     """
     import torch.nn.functional as F
 
@@ -100,6 +119,8 @@ def hidden_state_loss(
     total = student_states[0].new_zeros(())
     for j, k in pairs:
         student, teacher = student_states[j], teacher_states[k]
+        if projection is not None:
+            teacher = teacher @ projection
         if kind == "cosine":
             per_token = 1 - F.cosine_similarity(student, teacher, dim=-1)
         else:

@@ -23,9 +23,11 @@ from typing import Any
 import numpy as np
 
 from asc_deploy.compress.distillation import (
+    WIDTH_PROJECTION,
     LayerPairs,
     attention_loss,
     distillation_loss,
+    hidden_projection,
     hidden_state_loss,
     layer_pairs,
 )
@@ -256,8 +258,6 @@ def finetune(
             status_line(f"{output_dir}: reusing the cached run (same model, data and recipe)")
         return output_dir
 
-    import torch
-
     _seed_everything(r.seed)
     model, tokenizer = _load(model_source, task, trust_remote_code)
     teacher_model = _load(teacher, task, trust_remote_code)[0] if teacher is not None else None
@@ -269,38 +269,12 @@ def finetune(
             if m.config._attn_implementation != "eager":
                 m.set_attn_implementation("eager")
     features = task.encode(tokenizer, examples, for_training=True)
-    steps = total_steps(r, len(features))
-    batches = plan_batches([len(f["input_ids"]) for f in features], r, steps)
-    optimizer = _optimizer(model, r)
-    scheduler = _scheduler(optimizer, r, steps)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    width = _max_length(task)
-    losses: list[float] = []
-    terms: dict[str, list[float]] = {}
-    tokens = 0
-    accepted = _accepted(model)
-    model.train()
-    started = time.perf_counter()
-    with _TrainProgress(progress, steps, task.name) as bar:
-        for indices in batches:
-            batch = collate([features[i] for i in indices], pad_id, with_targets=True)
-            if not r.dynamic_padding:
-                batch = pad_to_width(batch, width, pad_id)
-            inputs = {k: torch.from_numpy(v) for k, v in batch.items() if k in accepted}
-            loss, parts = _step_loss(model, teacher_model, inputs, r, pairs)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if r.grad_clip:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
-            optimizer.step()
-            scheduler.step()
-            losses.append(float(loss.detach()))
-            for name, value in parts.items():
-                terms.setdefault(name, []).append(value)
-            tokens += int(batch["input_ids"].size)
-            bar.update(losses[-1], len(indices), time.perf_counter() - started)
-    seconds = time.perf_counter() - started
-    model.eval()
+    run = train_steps(
+        model, teacher_model, features, r, pairs, pad_id, _max_length(task),
+        _accepted(model), progress, task.name, projection=_projection(model_source, pairs),
+    )  # fmt: skip
+    losses, terms, tokens, seconds = run.losses, run.terms, run.tokens, run.seconds
     summary = _summary(
         r, key, identity, model_source, teacher, task, losses, seconds, tokens, len(features)
     )
@@ -313,7 +287,58 @@ def finetune(
     return output_dir
 
 
-def _step_loss(model, teacher_model, inputs: dict, r: Recipe, pairs: LayerPairs | None):
+@dataclass
+class TrainRun:
+    losses: list[float]
+    terms: dict[str, list[float]]
+    tokens: int
+    seconds: float
+
+
+def train_steps(
+    model, teacher_model, features, r: Recipe, pairs, pad_id: int, width: int, accepted,
+    progress: bool, name: str, projection=None,
+) -> TrainRun:  # fmt: skip
+    """The training loop shared by fine-tuning and APC: `r`'s batches, loss, optimiser, schedule.
+
+    `projection` (teacher width x student width) maps the teacher's hidden states into a narrower
+    student's width for the hidden-state loss (APC's frozen initial projection)."""
+    import torch
+
+    steps = total_steps(r, len(features))
+    batches = plan_batches([len(f["input_ids"]) for f in features], r, steps)
+    optimizer = _optimizer(model, r)
+    scheduler = _scheduler(optimizer, r, steps)
+    losses: list[float] = []
+    terms: dict[str, list[float]] = {}
+    tokens = 0
+    model.train()
+    started = time.perf_counter()
+    with _TrainProgress(progress, steps, name) as bar:
+        for indices in batches:
+            batch = collate([features[i] for i in indices], pad_id, with_targets=True)
+            if not r.dynamic_padding:
+                batch = pad_to_width(batch, width, pad_id)
+            inputs = {k: torch.from_numpy(v) for k, v in batch.items() if k in accepted}
+            loss, parts = _step_loss(model, teacher_model, inputs, r, pairs, projection)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if r.grad_clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), r.grad_clip)
+            optimizer.step()
+            scheduler.step()
+            losses.append(float(loss.detach()))
+            for term, value in parts.items():
+                terms.setdefault(term, []).append(value)
+            tokens += int(batch["input_ids"].size)
+            bar.update(losses[-1], len(indices), time.perf_counter() - started)
+    model.eval()
+    return TrainRun(losses, terms, tokens, time.perf_counter() - started)
+
+
+def _step_loss(
+    model, teacher_model, inputs: dict, r: Recipe, pairs: LayerPairs | None, projection=None
+):
     """The weighted training loss and each unweighted term's value (for the record)."""
     import torch
 
@@ -336,7 +361,12 @@ def _step_loss(model, teacher_model, inputs: dict, r: Recipe, pairs: LayerPairs 
         weighted.append((r.distill_alpha, "soft", _distill_term(out, teacher_out, r, mask)))
     if r.distill_hidden_weight > 0:
         hidden = hidden_state_loss(
-            out.hidden_states, teacher_out.hidden_states, pairs, mask, r.distill_hidden_loss
+            out.hidden_states,
+            teacher_out.hidden_states,
+            pairs,
+            mask,
+            r.distill_hidden_loss,
+            projection,
         )
         weighted.append((r.distill_hidden_weight, "hidden", hidden))
     if r.distill_attention_weight > 0:
@@ -354,12 +384,27 @@ def _layer_map(model_source, teacher, r: Recipe, trust_remote_code: bool) -> Lay
 
     student = load_config(model_source, trust_remote_code)
     master = load_config(teacher, trust_remote_code)
-    if student.hidden_size != master.hidden_size:
+    narrowed = hidden_projection(model_source) is not None
+    if student.hidden_size != master.hidden_size and not narrowed:
         raise UserError(
             f"finetune: the student's hidden size {student.hidden_size} differs from the "
-            f"teacher's {master.hidden_size}; hidden-state and attention losses need equal widths"
+            f"teacher's {master.hidden_size} and it has no {WIDTH_PROJECTION} (made by "
+            "`asc-deploy narrow`); hidden-state and attention losses need a map between widths"
+        )
+    if r.distill_attention_weight > 0 and (
+        student.num_attention_heads != master.num_attention_heads
+    ):
+        raise UserError(
+            f"finetune: the student keeps {student.num_attention_heads} attention heads and the "
+            f"teacher has {master.num_attention_heads}; the attention-map loss needs the same "
+            "heads (set distill_attention_weight: 0)"
         )
     return layer_pairs(model_source, student.num_hidden_layers, master.num_hidden_layers)
+
+
+def _projection(model_source, pairs: LayerPairs | None):
+    """The narrowed student's frozen teacher-to-student hidden map, when a loss reads states."""
+    return hidden_projection(model_source) if pairs is not None else None
 
 
 def _first_and_final(values: list[float]) -> dict[str, float]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
+from asc_deploy.compress.apc import WIDTH_PROJECTION, WIDTH_RECORD
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import atomic_dir, hash_folder, hash_json, write_json_atomic
 from asc_deploy.models.adapters import adapter_for
@@ -84,4 +86,7 @@ def prune_model(
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / PRUNING_RECORD, record)
+        for name in (WIDTH_RECORD, WIDTH_PROJECTION):  # a narrowed model stays distillable
+            if (Path(source) / name).is_file():
+                shutil.copy2(Path(source) / name, tmp / name)
     return record

@@ -39,6 +39,7 @@ from asc_deploy.report.gates import (
 )
 from asc_deploy.report.html import to_html_document
 from asc_deploy.report.recommend import recommend
+from asc_deploy.report.widths import depth_width_table
 
 REPORT_FILES = ("report.md", "report.html", "results.json")
 
@@ -226,6 +227,9 @@ def build_document(results: Results, images: list[Image]) -> list[Block]:
     if every_metric is not None:
         blocks.append(every_metric)
     blocks += [tables.layer_choice_table(results), *_similarity_scale(results)]
+    depth_width = depth_width_table(results)
+    if depth_width is not None:
+        blocks.append(depth_width)
     screening = tables.screening_table(results)
     if screening is not None:
         blocks.append(screening)

@@ -284,11 +284,16 @@ def _p_cell(p_value: float | None) -> str:
 
 
 def _layers_cell(info: ModelEntry | None) -> str:
-    """Layers kept, and which (1-based) were removed: "4 (-1,3)"."""
+    """Layers kept, which (1-based) were removed, and a narrowed model's widths:
+    "4 (-1,3)", "4 (-5,6) h288 f1152"."""
     if info is None:
         return MISSING
     removed = ",".join(map(str, info.removed_layers))
-    return f"{info.layers} (-{removed})" if removed else str(info.layers)
+    cell = f"{info.layers} (-{removed})" if removed else str(info.layers)
+    if info.width is not None:
+        shape = info.width.shape
+        cell += f" h{shape.hidden} f{shape.ffn} a{shape.heads}"
+    return cell
 
 
 def _latency_cell(results: Results, m: Measurement | None, index: R.MeasurementIndex) -> str:

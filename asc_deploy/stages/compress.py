@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asc_deploy.config import OffTheShelfModel
+from asc_deploy.config import OffTheShelfModel, WidthTarget
 from asc_deploy.records import (
     Candidates,
     DepthTarget,
@@ -225,17 +225,67 @@ def _entry(name, kind, removed, total, **fields) -> ModelEntry:
 
 
 @stage("prune", reads=(), record=Pruned)
-def prune(s: Settings, ctx: Context, model: ModelFolder, removed: list[int], head: str) -> Pruned:
-    """Physically remove 1-based `removed` layers into `<run>/models/pruned/<layers>`."""
+def prune(
+    s: Settings,
+    ctx: Context,
+    model: ModelFolder,
+    removed: list[int],
+    head: str,
+    folder: str | None = None,
+) -> Pruned:
+    """Physically remove 1-based `removed` layers into `<run>/models/pruned/<layers>` (or
+    `<run>/models/pruned/<folder>`: a narrowed model's layers, width-first)."""
     from asc_deploy.compress.pruning import prune_model
 
-    dest = ctx.root / "models" / "pruned" / "-".join(map(str, removed))
+    dest = ctx.root / "models" / "pruned" / (folder or "-".join(map(str, removed)))
     announce(f"prune: remove layers {removed}")
     record = prune_model(model.path, removed, dest, "explicit", head=head)
     return Pruned(
         path=str(dest),
         hash=model_folder(dest).hash,
         removed_layers=record["removed_layers"],
+        parameters_before=record["parameters_before"],
+        parameters_after=record["parameters_after"],
+    )
+
+
+@stage(
+    "narrow",
+    reads=(
+        "task", "recovery", "apc.init", "apc.biases", "apc.steps", "apc.learning_rate",
+        "apc.train_original", "apc.samples",
+    ),
+    record=Pruned,
+)  # fmt: skip
+def narrow(
+    s: Settings,
+    ctx: Context,
+    source: Pruned | ModelFolder,
+    shape: WidthTarget,
+    teacher: ModelFolder,
+    task: Task,
+    folder: str,
+) -> Pruned:
+    """APC: `source` (the uncompressed model or a pruned one) narrowed to `shape` into
+    `<run>/models/narrowed/<folder>`; APC's training steps distil from `teacher`."""
+    from asc_deploy.compress.apc import resolve_widths
+    from asc_deploy.compress.narrowing import narrow_model
+    from asc_deploy.models.loading import load_config
+
+    widths = resolve_widths(load_config(source.path), **shape.model_dump(), key="apc")
+    steps = s["apc.steps"]
+    announce(f"narrow {folder}: {widths.label}, {s['apc.init']} init, {steps} APC steps")
+    recipe = s["recovery"].model_copy(update={"learning_rate": s["apc.learning_rate"]})
+    dest = ctx.root / "models" / "narrowed" / folder
+    record = narrow_model(
+        source.path, task, widths, dest, init=s["apc.init"], biases=s["apc.biases"],
+        steps=steps, recipe=recipe, teacher=teacher.path if recipe.distillation else None,
+        train_original=s["apc.train_original"], samples=s["apc.samples"],
+    )  # fmt: skip
+    return Pruned(
+        path=str(dest),
+        hash=model_folder(dest).hash,
+        removed_layers=list(getattr(source, "removed_layers", [])),
         parameters_before=record["parameters_before"],
         parameters_after=record["parameters_after"],
     )
@@ -291,13 +341,13 @@ def screen(
     score = held_out_scoring(task, screening.samples, "screening.samples")
     budget = total_steps(resolve_recipe(recipe), len(task.load_examples("train")))
     steps = max(1, round(budget * screening.fraction))
-    layers = "-".join(map(str, pruned.removed_layers))
-    announce(f"screen layers {pruned.removed_layers}: {steps} recovery steps")
+    folder = Path(pruned.path).name  # the layers ("1-3"), or a narrowed model's "1-3+apc-h288"
+    announce(f"screen {folder}: {steps} recovery steps")
     out = finetune(
         pruned.path,
         task,
         recipe.model_copy(update={"max_steps": steps}),
-        ctx.root / "models" / "screening" / layers,
+        ctx.root / "models" / "screening" / folder,
         teacher=teacher.path if recipe.distillation else None,
         force="screen" in ctx.force,
         trust_remote_code=s["trust_remote_code"],
