@@ -58,11 +58,11 @@ class Pipeline:
         self.task = build_task(cfg.task)
         self.config_path = config_path
         self.store = StageStore(Context(self.root, frozenset(force or ())), executor)
+        self._pruned: dict[tuple[int, ...], Pruned] = {}  # layer set -> pruned folder (_build)
 
     def run(self) -> Results:
         started, clock = dt.datetime.now(dt.UTC), time.perf_counter()
         base = self.store.run(compress.finetune_base, self.cfg, task=self.task)
-        self._base = base
         profile = self.store.run(compress.profile, self.cfg, model=base, task=self.task)
         candidates = self.store.run(
             compress.select_candidates, self.cfg, profile=profile, model=base, task=self.task
@@ -208,15 +208,15 @@ class Pipeline:
         if not apc.targets:
             return []
         sources = self._width_sources(reference, depth_models, apc.depths)
-        narrowed: dict[tuple, Pruned] = {}
+        narrowed: dict[tuple, Pending[Pruned]] = {}  # (layers, width label, source name) -> job
         for target in apc.targets:
             label = width_label(target)
-            first = self._narrow(base, target, label) if apc.order == "width-first" else None
+            first = self._narrow(base, base, target, label) if apc.order == "width-first" else None
             for source in sources:
                 layers = tuple(source.removed_layers)
                 folder = f"{'-'.join(map(str, layers))}+{label}" if layers else label
                 narrowed[(layers, label, source.name)] = (
-                    self._narrow(self._pruned[layers] if layers else base, target, folder)
+                    self._narrow(self._pruned[layers] if layers else base, base, target, folder)
                     if first is None
                     else self._prune_narrowed(first, layers, folder)
                 )
@@ -231,10 +231,12 @@ class Pipeline:
             for key in continuing
         )  # fmt: skip
         recovered = {key: r.path for key, r in zip(continuing, recoveries, strict=True)}
+        before = _shape_of(base.path)
         return [
-            self._width_entry(key, records[key], total, screening.get(key), recovered.get(key))
+            self._width_entry(key, records[key], total, before, screening.get(key),
+                              recovered.get(key))
             for key in records
-        ]
+        ]  # fmt: skip
 
     def _screen_widths(self, records: dict, base: ModelFolder) -> dict:
         """Screen the (depth, width) groups that hold more candidates than `screening.keep`;
@@ -263,10 +265,10 @@ class Pipeline:
             status_line(f"apc.depths: no layer set with {depth} removed was built; skipped")
         return sources
 
-    def _narrow(self, source, target, folder: str) -> Pending[Pruned]:
+    def _narrow(self, source, base: ModelFolder, target, folder: str) -> Pending[Pruned]:
         return self.store.submit(
             compress.narrow, self.cfg, folder, source=source, shape=target,
-            teacher=self._base, task=self.task, folder=folder,
+            teacher=base, task=self.task, folder=folder,
         )  # fmt: skip
 
     def _prune_narrowed(self, first: Pending[Pruned], layers: tuple, folder: str):
@@ -279,12 +281,8 @@ class Pipeline:
             removed=list(layers), head=self.task.family, folder=folder,
         )  # fmt: skip
 
-    def _width_entry(self, key, record: Pruned, total, screening, recovered):
-        from asc_deploy.compress.apc import Shape
-        from asc_deploy.models.loading import load_config
-
+    def _width_entry(self, key, record: Pruned, total, before, screening, recovered):
         layers, label, source = key
-        shape, before = Shape.of(load_config(record.path)), Shape.of(load_config(self._base.path))
         apc = self.cfg.apc
         return ModelEntry(
             name=_width_name(key),
@@ -299,9 +297,8 @@ class Pipeline:
             screening=screening,
             note=f"{source} narrowed to {label}" if layers else f"uncompressed narrowed to {label}",
             width=Width(
-                shape=WidthShape(**asdict(shape)), before=WidthShape(**asdict(before)),
-                init=apc.init, biases=apc.biases, steps=apc.steps, order=apc.order,
-                narrows=source,
+                shape=_shape_of(record.path), before=before, init=apc.init, biases=apc.biases,
+                steps=apc.steps, order=apc.order, narrows=source,
             ),
         )  # fmt: skip
 
@@ -423,6 +420,13 @@ def width_label(target) -> str:
     parts = [f"{p}{v}" for p, v in (("h", target.hidden), ("f", target.ffn), ("a", target.heads))
              if v is not None]  # fmt: skip
     return "apc-" + "-".join(parts)
+
+
+def _shape_of(folder: str) -> WidthShape:
+    from asc_deploy.compress.apc import Shape
+    from asc_deploy.models.loading import load_config
+
+    return WidthShape(**asdict(Shape.of(load_config(folder))))
 
 
 def _width_name(key: tuple) -> str:

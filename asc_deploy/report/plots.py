@@ -26,6 +26,7 @@ KIND_COLOURS = {
     "quantized": "tab:purple",
     "off-the-shelf": "tab:green",
     "strategy": "tab:gray",
+    "width": "tab:orange",  # APC: narrower layers (alone or on a depth candidate)
 }
 MARKERS = {
     "torch": "o",
@@ -38,7 +39,8 @@ MARKERS = {
     "int8-static": "v",
     "fp16": "*",
 }
-SCALING_KINDS = ("reference", "asc", "quantized", "off-the-shelf")  # strategies: same depth as ASC
+# Strategies have the same depth as ASC (the same graph shape); width models a new shape.
+SCALING_KINDS = ("reference", "asc", "quantized", "off-the-shelf", "width")
 
 
 def _png(fig: Figure) -> bytes:
@@ -63,7 +65,7 @@ def _scatter_with_front(
         ax.scatter(
             cost,
             value,
-            color=KIND_COLOURS.get(kinds.get(model), "tab:orange"),
+            color=KIND_COLOURS.get(kinds.get(model), "tab:brown"),
             marker=MARKERS.get(variant, "o"),
             s=40,
             zorder=3,
@@ -228,7 +230,7 @@ def latency_scaling(
             [p[0] for p in pts],
             [p[1] for p in pts],
             marker=MARKERS.get(variant, "o"),
-            color=KIND_COLOURS.get(kinds.get(model), "tab:orange"),
+            color=KIND_COLOURS.get(kinds.get(model), "tab:brown"),
             alpha=0.5 + 0.5 * (variant != "fp32"),
             label=f"{model}/{variant}",
         )
