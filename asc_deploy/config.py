@@ -267,6 +267,9 @@ class GatesConfig(Strict):
     min_qps_at_bound: QpsGateConfig | None = None  # needs bench.scenarios.run to include Server
     # Points: the recommendation picks the fastest artifact within this of the reference.
     accuracy_budget: float = Field(1.0, ge=0)
+    # Share of predictions that may differ between batch 1 and a server's batch before the
+    # report flags a variant "batch-dependent" (a flag, not a gate).
+    batch_flip_bound: float = Field(0.005, ge=0, le=1)
 
     @field_validator("speedup_target")
     @classmethod

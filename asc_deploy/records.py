@@ -109,8 +109,23 @@ class Fidelity(Record):
     notes: list[str] = []
 
 
+class BatchedRun(Record):
+    """The same evaluation at the largest batch a server forms, requests in arrival order."""
+
+    batch_size: int = Field(ge=1)
+    metrics: dict[str, float]
+    primary: float | None
+    predictions: str
+    flips: int = Field(ge=0)  # examples predicted differently than at the served batch
+
+
 class Evaluation(Record):
-    """A model (or artifact) evaluated on the task's evaluation split."""
+    """A model (or artifact) evaluated on the task's evaluation split.
+
+    `metrics` are the served accuracy: measured at `batch_size` 1, one request at a time as
+    SingleStream serves it, because dynamic int8 quantises activations over the whole batch and
+    a prediction then depends on its batch-mates. `batched` is the same run at a server's batch.
+    """
 
     model: str
     variant: str
@@ -131,6 +146,20 @@ class Evaluation(Record):
     comparison: dict[str, Any] | None = None  # paired statistics vs the reference
     # The same for every per-example metric of the task, by name (QA: exact and f1).
     comparisons: dict[str, dict[str, Any]] | None = None
+    batch_size: int | None = Field(None, ge=1)  # None: written before served accuracy
+    batched: BatchedRun | None = None
+    flip_rate: float | None = None  # batched.flips / examples; recomputed, never trusted
+
+    @model_validator(mode="after")
+    def _recompute_flip_rate(self) -> Evaluation:
+        if self.batched is not None and self.batched.flips > self.examples:
+            raise ValueError(f"batched.flips {self.batched.flips} exceeds examples {self.examples}")
+        self.flip_rate = (
+            round(self.batched.flips / self.examples, 6)
+            if self.batched is not None and self.examples
+            else None
+        )
+        return self
 
     @property
     def key(self) -> tuple[str, str]:
