@@ -11,7 +11,10 @@ import json
 import pytest
 from conftest import SHARED_DATA
 from deploy_helpers import run_cli
-from test_bad_inputs import Tiny, assert_one_error_line, tiny  # noqa: F401  (tiny: a fixture)
+import test_bad_inputs
+from test_bad_inputs import Tiny, assert_one_error_line
+
+tiny = test_bad_inputs.tiny  # the module-scoped fixture: a tiny model, its fp32 and int8 artifacts
 
 
 # -- finding 3: a task that does not match the artifact's ------------------------------------------
