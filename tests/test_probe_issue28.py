@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 
 import pytest
+import test_bad_inputs
 from conftest import SHARED_DATA
 from deploy_helpers import run_cli
-import test_bad_inputs
 from test_bad_inputs import Tiny, assert_one_error_line
 
 tiny = test_bad_inputs.tiny  # the module-scoped fixture: a tiny model, its fp32 and int8 artifacts
