@@ -7,6 +7,7 @@ Runs the real `asc-deploy` entry point in-process on the tiny model of test_bad_
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import test_bad_inputs
@@ -46,3 +47,57 @@ def test_calibrated_variants_record_their_task_and_data_hash(
         "task": "sst2",
         "train_hash": hash_json(task.data_identity("train")),
     }
+
+
+# -- finding 7: settings checked only after four stages -------------------------------------------
+def _run_config(tmp_path, tokenizer_dir, **section) -> Path:
+    """The tiny pipeline's config and workspace with `section` replaced."""
+    import yaml
+    from pipeline_helpers import make_workspace, tiny_config
+
+    make_workspace(tmp_path, tokenizer_dir)
+    config = {**tiny_config(tmp_path, "probe"), **section}
+    path = tmp_path / "probe.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("recovery", "needles"),
+    [
+        (
+            {"preset": "cpu-fast", "max_steps": 0},
+            ["recovery.max_steps", "greater than or equal to 1"],
+        ),
+        ({"preset": "cpu-fastest"}, ["recovery.preset", "cpu-fastest", "cpu-fast, paper-nli"]),
+        ({"preset": "cpu-fast", "epochs": 0}, ["recovery.epochs", "greater than 0"]),
+        ({"preset": "cpu-fast", "batch_size": 0}, ["recovery.batch_size"]),
+    ],
+)
+def test_bad_recovery_recipe_is_refused_when_the_config_is_read(
+    recovery, needles, tmp_path, tiny_tokenizer_dir, monkeypatch, capsys
+):
+    config = _run_config(tmp_path, tiny_tokenizer_dir, recovery=recovery)
+    code, _, err = run_cli(monkeypatch, capsys, "run", config)
+    assert_one_error_line(code, err, *needles)
+    assert not (tmp_path / "exports").exists()  # no stage ran
+
+
+def test_every_finetune_preset_is_known_to_the_config():
+    from asc_deploy.compress.finetune import RECIPES
+    from asc_deploy.config import FINETUNE_PRESETS
+
+    assert set(RECIPES) == set(FINETUNE_PRESETS)
+
+
+def test_greedy_samples_beyond_the_training_split_are_refused(
+    tiny: Tiny, tmp_path, monkeypatch, capsys
+):
+    from pipeline_helpers import write_data
+
+    write_data(tmp_path / "data")  # 48 training rows
+    args = ["prune", tiny.model, "--strategy", "greedy", "--num-layers", "1", "--task", "sst2"]
+    args += ["--data-dir", tmp_path / "data", "--greedy-samples", "1000000", "-o", tmp_path / "o"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_error_line(code, err, "1000000", "48 training examples", "at most 48")
+    assert not (tmp_path / "o").exists()
