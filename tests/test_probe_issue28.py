@@ -101,3 +101,58 @@ def test_greedy_samples_beyond_the_training_split_are_refused(
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert_one_error_line(code, err, "1000000", "48 training examples", "at most 48")
     assert not (tmp_path / "o").exists()
+
+
+# -- finding 8: bench-merge ------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def benches(tiny, tmp_path_factory) -> dict[str, Path]:
+    """Real `asc-deploy bench` outputs of the tiny int8 artifact: a grid and a LoadGen run."""
+    from pipeline_helpers import cli
+
+    root = tmp_path_factory.mktemp("benches")
+    quick = ["--rounds", "1", "--warmup", "1", "--min-iterations", "3", "--min-seconds", "0.01"]
+    grid, scenario = root / "grid.json", root / "scenario.json"
+    done = cli("bench", str(tiny.int8), "--batch", "1", "--seq", "8", *quick, "-o", str(grid))
+    assert done.returncode == 0, done.stderr[-2000:]
+    loadgen = ["--scenario", "SingleStream", "--scenario-seconds", "0.2", "--min-queries", "64"]
+    done = cli("bench", str(tiny.int8), *loadgen, "-o", str(scenario))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return {"grid": grid, "scenario": scenario}
+
+
+def test_bench_merge_refuses_an_output_equal_to_an_input(benches, monkeypatch, capsys):
+    before = benches["grid"].read_bytes()
+    args = ["bench-merge", benches["grid"], "-o", benches["grid"]]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_error_line(code, err, f"{benches['grid']}", "is one of the inputs")
+    assert benches["grid"].read_bytes() == before
+
+
+def test_bench_merge_refuses_one_fingerprint_with_two_host_names(
+    benches, tmp_path, monkeypatch, capsys
+):
+    doc = json.loads(benches["grid"].read_text())
+    doc["host"]["hostname"] = "someone-else"
+    renamed = tmp_path / "renamed.json"
+    renamed.write_text(json.dumps(doc))
+    out = tmp_path / "merged.json"
+    code, _, err = run_cli(monkeypatch, capsys, "bench-merge", benches["grid"], renamed, "-o", out)
+    fingerprint = doc["host"]["fingerprint"]
+    assert_one_error_line(code, err, fingerprint, "someone-else", f"{renamed}")
+    assert not out.exists()
+
+
+def test_bench_merge_takes_a_scenario_bench(benches, tmp_path, monkeypatch, capsys):
+    from asc_deploy.records import load_bench_runs
+
+    out = tmp_path / "merged.json"
+    args = ["bench-merge", benches["grid"], benches["scenario"], "-o", out]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert code == 0, err
+    runs = load_bench_runs(out)
+    assert sorted((len(r.measurements) > 0, len(r.scenarios) > 0) for r in runs) == [
+        (False, True),
+        (True, False),
+    ]
+    loadgen = next(r for r in runs if r.scenarios).scenarios[0]
+    assert loadgen["scenario"] == "SingleStream" and loadgen["variant"] == "int8-dynamic"

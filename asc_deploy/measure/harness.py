@@ -602,15 +602,27 @@ def load_bench(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def merge_bench(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several bench.json documents (from any hosts, or earlier merges) -> one bench set.
+def merge_bench(docs: list[dict[str, Any] | tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+    """Several bench.json documents (from any hosts, or earlier merges) -> one bench set; each
+    may come as (document, where it was read) so that a conflict names the file.
 
     Each run stays whole (its host, settings and flags belong to its numbers); identical runs
-    given twice are kept once. Runs are ordered by host fingerprint, then creation time.
+    given twice are kept once. Runs are ordered by host fingerprint, then creation time. One
+    fingerprint under two host names is refused: the report would label one host's numbers
+    with the other's name.
     """
-    runs, seen = [], set()
-    for doc in docs:
+    runs, seen, named = [], set(), {}
+    for item in docs:
+        doc, source = item if isinstance(item, tuple) else (item, "a bench document")
         for run in doc["runs"] if doc.get("schema") == MERGED_SCHEMA else [doc]:
+            fingerprint, hostname = run["host"]["fingerprint"], run["host"].get("hostname")
+            first = named.setdefault(fingerprint, (hostname, source))
+            if first[0] != hostname:
+                raise UserError(
+                    f"host fingerprint {fingerprint} is named {first[0]!r} in {first[1]} but "
+                    f"{hostname!r} in {source}; a fingerprint is one machine: merge the runs of "
+                    "the right host"
+                )
             key = hash_json(run)
             if key not in seen:
                 seen.add(key)
