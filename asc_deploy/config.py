@@ -66,6 +66,16 @@ class TaskConfig(Strict):
     # trained on: screening and the int8-mixed search score on them (asc_deploy/tasks/holdout.py).
     holdout: int = Field(0, ge=0)
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, values: list[str] | None) -> list[str] | None:
+        # A repeated name maps two classes to one index: every example of the second is scored
+        # against the first (accuracy 0.0 without a word).
+        for name in values or []:
+            if values.count(name) > 1:
+                raise ValueError(f"label '{name}' appears twice; name each class once")
+        return values
+
 
 # compress/finetune.py's RECIPES, by name: the config refuses an unknown one when it is read,
 # without importing the trainer (a test keeps the two equal).

@@ -15,6 +15,8 @@ from conftest import SHARED_DATA
 from deploy_helpers import run_cli
 from test_bad_inputs import Tiny, assert_one_error_line
 
+from asc_deploy.errors import UserError
+
 tiny = test_bad_inputs.tiny  # the module-scoped fixture: a tiny model, its fp32 and int8 artifacts
 
 
@@ -156,3 +158,63 @@ def test_bench_merge_takes_a_scenario_bench(benches, tmp_path, monkeypatch, caps
     ]
     loadgen = next(r for r in runs if r.scenarios).scenarios[0]
     assert loadgen["scenario"] == "SingleStream" and loadgen["variant"] == "int8-dynamic"
+
+
+# -- finding 6: bad data taken silently ------------------------------------------------------------
+def _sst2_folder(folder: Path, rows: list[str]) -> Path:
+    folder.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (folder / name).write_text("sentence\tlabel\n" + "\n".join(rows) + "\n")
+    return folder
+
+
+def test_empty_text_cells_are_dropped_with_a_count(tmp_path):
+    from asc_deploy.config import TaskConfig
+    from asc_deploy.tasks.classification import DroppedRowsWarning
+    from asc_deploy.tasks.presets import build_task
+
+    rows = ["a good film\t1", " \t0", "a bad film\t0", "\t1", "fine\t1"]
+    task = build_task(TaskConfig(preset="sst2", data_dir=_sst2_folder(tmp_path / "d", rows)))
+    with pytest.warns(DroppedRowsWarning, match=r"dropped 2 of 5 rows whose text is empty.*row 2"):
+        examples = task.load_examples("train")
+    assert [e["text"] for e in examples] == ["a good film", "a bad film", "fine"]
+
+
+def test_duplicate_label_names_are_refused_when_the_config_is_read(tmp_path):
+    from asc_deploy.config import load_run_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "model: m\ntask: {train_file: t.csv, eval_file: e.csv, labels: [neg, pos, neg]}\n"
+    )
+    with pytest.raises(UserError, match=r"task.labels.*'neg' appears twice"):
+        load_run_config(path)
+
+
+def _squad(answers: list[dict], impossible: bool = False) -> dict:
+    qa = {"id": "q1", "question": "Where?", "answers": answers}
+    if impossible:
+        qa["is_impossible"] = True
+    return {"version": "v2.0", "data": [{"title": "T", "paragraphs": [
+        {"context": "Paris is in France.", "qas": [qa]}]}]}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("answers", "impossible", "message"),
+    [
+        ([{"text": "France", "answer_start": -3}], False, "answer_start -3 is negative"),
+        ([{"text": "France", "answer_start": 40}], False, "beyond its context"),
+        ([{"text": "Spain", "answer_start": 12}], False, "'Spain' is not at answer_start 12"),
+        ([{"text": "France", "answer_start": 12}], True, "is_impossible but has 1 answer"),
+    ],
+)
+def test_squad_answers_that_contradict_their_context_are_refused(
+    answers, impossible, message, tmp_path
+):
+    from asc_deploy.data.readers import read_file
+    from asc_deploy.tasks.question_answering import to_qa_examples
+
+    path = tmp_path / "dev-v2.0.json"
+    path.write_text(json.dumps(_squad(answers, impossible)))
+    with pytest.raises(UserError, match=f"question q1.*{message}"):
+        to_qa_examples(read_file(path), str(path))
