@@ -218,3 +218,54 @@ def test_squad_answers_that_contradict_their_context_are_refused(
     path.write_text(json.dumps(_squad(answers, impossible)))
     with pytest.raises(UserError, match=f"question q1.*{message}"):
         to_qa_examples(read_file(path), str(path))
+
+
+# -- finding 4: a full disk, a read-only output ----------------------------------------------------
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 32 KB tmpfs: a real file system that fills up (mounting needs root, as here)."""
+    import subprocess
+
+    mount = tmp_path / "full"
+    mount.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=32k", "tmpfs", str(mount)], capture_output=True
+    )
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def _assert_disk_full_error(code: int, err: str, mount: Path) -> None:
+    assert_one_error_line(code, err, "No space left on device", str(mount))
+    assert sorted(p.name for p in mount.iterdir()) == []  # nothing half-written, no temporaries
+
+
+def test_quantize_on_a_full_disk_is_one_error_line(tiny: Tiny, full_disk, monkeypatch, capsys):
+    args = ["quantize", tiny.fp32, "--mode", "dynamic", "-o", full_disk / "int8"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    _assert_disk_full_error(code, err, full_disk)
+
+
+def test_export_on_a_full_disk_is_one_error_line(tiny: Tiny, full_disk, monkeypatch, capsys):
+    args = ["export", tiny.model, "--task", "sst2", "--data-dir", SHARED_DATA]
+    code, _, err = run_cli(
+        monkeypatch, capsys, *args, "--validate-samples", "4", "-o", full_disk / "e"
+    )
+    _assert_disk_full_error(code, err, full_disk)
+
+
+def test_report_on_a_full_disk_is_one_error_line_and_writes_nothing(
+    run_results_file, full_disk, monkeypatch, capsys
+):
+    code, _, err = run_cli(monkeypatch, capsys, "report", run_results_file, "-o", full_disk / "r")
+    _assert_disk_full_error(code, err, full_disk)
+
+
+def test_report_to_a_read_only_place_is_refused_before_any_work(
+    run_results_file, monkeypatch, capsys
+):
+    # /sys refuses new entries even to root, for whom a chmod'ed folder is still writable.
+    code, _, err = run_cli(monkeypatch, capsys, "report", run_results_file, "-o", "/sys/asc-r")
+    assert_one_error_line(code, err, "/sys/asc-r", "not writable")
