@@ -269,3 +269,39 @@ def test_report_to_a_read_only_place_is_refused_before_any_work(
     # /sys refuses new entries even to root, for whom a chmod'ed folder is still writable.
     code, _, err = run_cli(monkeypatch, capsys, "report", run_results_file, "-o", "/sys/asc-r")
     assert_one_error_line(code, err, "/sys/asc-r", "not writable")
+
+
+# -- finding 9: folders that ask to run code or to load a pickle -----------------------------------
+def _copy_model(tiny: Tiny, dest: Path) -> Path:
+    import shutil
+
+    shutil.copytree(tiny.model, dest)
+    return dest
+
+
+def test_auto_map_is_refused_without_trust_remote_code(tiny: Tiny, tmp_path, monkeypatch, capsys):
+    folder = _copy_model(tiny, tmp_path / "custom")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_custom.CustomModel"}  # model_type stays bert
+    (folder / "config.json").write_text(json.dumps(config))
+    for verb in (["prune", folder, "--layers", "1"], ["export", folder, "--task", "sst2"]):
+        code, _, err = run_cli(monkeypatch, capsys, *verb, "-o", tmp_path / "out")
+        assert_one_error_line(code, err, "auto_map", "AutoModel", "--trust-remote-code")
+        assert not (tmp_path / "out").exists()
+
+
+def test_pickle_only_weights_need_allow_pickle(tiny: Tiny, tmp_path, monkeypatch, capsys):
+    from transformers import AutoModelForSequenceClassification
+
+    folder = _copy_model(tiny, tmp_path / "pickled")
+    model = AutoModelForSequenceClassification.from_pretrained(folder)
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, safe_serialization=False)  # a plain state dict, no code
+    assert (folder / "pytorch_model.bin").is_file()
+    args = ["prune", folder, "--layers", "1", "-o", tmp_path / "out"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_error_line(code, err, "only pickled weights", "pytorch_model.bin", "--allow-pickle")
+    assert not (tmp_path / "out").exists()
+    code, _, err = run_cli(monkeypatch, capsys, "--allow-pickle", *args)
+    assert code == 0, err
+    assert (tmp_path / "out" / "model.safetensors").is_file()  # saved safely from here on

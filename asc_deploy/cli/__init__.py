@@ -22,6 +22,21 @@ app = typer.Typer(
 )
 
 
+@app.callback()
+def _opt_ins(
+    trust_remote_code: bool = typer.Option(
+        False, "--trust-remote-code", help="Allow model folders that ask to run their own code."
+    ),
+    allow_pickle: bool = typer.Option(
+        False, "--allow-pickle", help="Allow model folders whose only weights are a pickle."
+    ),
+) -> None:
+    """Options before the verb apply to every model the verb loads."""
+    from asc_deploy.models.trust import OptIns
+
+    OptIns.trust_remote_code, OptIns.allow_pickle = trust_remote_code, allow_pickle
+
+
 def _register_verbs() -> None:
     from asc_deploy.cli import (
         bench_verbs,
