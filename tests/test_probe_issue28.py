@@ -305,3 +305,35 @@ def test_pickle_only_weights_need_allow_pickle(tiny: Tiny, tmp_path, monkeypatch
     code, _, err = run_cli(monkeypatch, capsys, "--allow-pickle", *args)
     assert code == 0, err
     assert (tmp_path / "out" / "model.safetensors").is_file()  # saved safely from here on
+
+
+# -- finding 1: a Server rate the host's memory cannot schedule ------------------------------------
+def test_server_rate_beyond_what_memory_allows_is_refused_before_loadgen(
+    tiny: Tiny, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "bench.json"
+    args = ["bench", tiny.int8, "--scenario", "Server", "--target-qps", "1e9", "-o", out]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--scenario-seconds", "10")
+    assert_one_error_line(code, err, "1e+09 QPS", "10 s", "GB", "at most")
+    assert not out.exists()
+
+
+def test_server_rate_bound_is_memory_over_duration():
+    from asc_deploy.measure.scenarios import (
+        LOADGEN_BYTES_PER_QUERY,
+        check_server_rate,
+        scenario_config,
+    )
+
+    gb = 1e9
+    config = scenario_config(run=["Server"], min_duration_s=10.0, server_target_qps=1e5)
+    # 1e6 queries scheduled: 0.6 GB of LoadGen state; half of 2 GB may go to it, half of 1 GB not.
+    check_server_rate(config, available_bytes=2 * gb)
+    with pytest.raises(UserError, match=r"at most (\d+) QPS") as refused:
+        check_server_rate(config, available_bytes=1 * gb)
+    most = float(refused.value.args[0].split("at most ")[1].split(" QPS")[0])
+    assert most == pytest.approx(0.5 * gb / LOADGEN_BYTES_PER_QUERY / 10.0, rel=1e-3)
+    # Without a target rate the search may climb to server_max_qps: that is what is bounded.
+    search = scenario_config(run=["Server"], min_duration_s=10.0, server_max_qps=1e6)
+    with pytest.raises(UserError, match="server_max_qps"):
+        check_server_rate(search, available_bytes=1 * gb)
