@@ -337,3 +337,21 @@ def test_server_rate_bound_is_memory_over_duration():
     search = scenario_config(run=["Server"], min_duration_s=10.0, server_max_qps=1e6)
     with pytest.raises(UserError, match="server_max_qps"):
         check_server_rate(search, available_bytes=1 * gb)
+
+
+# -- finding 5: LoadGen INVALID for too few queries is not a latency miss --------------------------
+@pytest.mark.parametrize("rate", [["--target-qps", "20"], []], ids=["target", "search"])
+def test_server_invalid_for_too_few_queries_names_the_real_fix(
+    rate, tiny: Tiny, tmp_path, monkeypatch, capsys
+):
+    # 0.5 s at the rates tried here is fewer queries than p99 early stopping needs (~460), while
+    # the tiny model answers in milliseconds, far under the 50 ms bound.
+    out = tmp_path / "bench.json"
+    args = ["bench", tiny.int8, "--scenario", "Server", *rate, "--scenario-seconds", "0.5"]
+    code, _, err = run_cli(monkeypatch, capsys, *args, "--min-queries", "1", "-o", out)
+    assert_one_error_line(
+        code, err, "too few queries", "Early stopping satisfied: NO", "--min-queries",
+        "--scenario-seconds",
+    )  # fmt: skip
+    assert "lower server_target_qps" not in err
+    assert not out.exists()

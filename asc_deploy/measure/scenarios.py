@@ -328,6 +328,8 @@ class _Session:
             result = self.measure(
                 "Server", f" at {c.server_target_qps:g} QPS", target_qps=c.server_target_qps
             )
+            if too_short(result["summary"]):
+                raise UserError(_too_short(self.target, c, result))
             if result["summary"]["result"] != "VALID":
                 raise UserError(_unreachable(self.target, c, result))
             return self._record("Server", result, [_point(result)], search=None)
@@ -336,6 +338,9 @@ class _Session:
 
         def run_at(qps: float) -> bool:
             results[qps] = self.measure("Server", f" at {qps:g} QPS", target_qps=qps)
+            if too_short(results[qps]["summary"]):
+                # A lower rate gives fewer queries still: halving would never end VALID.
+                raise UserError(_too_short(self.target, c, results[qps]))
             return results[qps]["summary"]["result"] == "VALID"
 
         tried, stopped = search_qps(
@@ -422,6 +427,31 @@ def search_qps(
 def _round(qps: float) -> float:
     """Four significant digits: target rates read cleanly and repeat exactly."""
     return float(f"{qps:.4g}")
+
+
+_TOO_FEW = ("Min duration satisfied", "Min queries satisfied", "Early stopping satisfied")
+
+
+def too_short(summary: dict[str, Any]) -> bool:
+    """INVALID only because the run had too few queries for LoadGen to decide (its duration,
+    query count or early stopping unmet) while the latency met its bound: not a latency miss."""
+    fields = summary["fields"]
+    if summary["result"] == "VALID" or fields.get("Performance constraints satisfied") == "NO":
+        return False
+    return any(fields.get(key) == "NO" for key in _TOO_FEW)
+
+
+def _too_short(target, config: ScenarioConfig, result: dict) -> str:
+    summary = result["summary"]
+    p99 = _ms(summary["fields"].get(_NS_KEYS["p99"]))
+    qps = result["spec"]["target_qps"]
+    return (
+        f"LoadGen's Server run at {qps:g} QPS on {target.model}/{target.variant} is INVALID "
+        f"only because it had too few queries ({result['queries']}; "
+        f"{'; '.join(invalid_reasons(summary))}) while p99 {p99} ms met the "
+        f"{config.latency_bound_ms:g} ms bound; raise min_query_count (--min-queries, p99 "
+        "early stopping needs about 460) or min_duration_s (--scenario-seconds)"
+    )
 
 
 def _unreachable(target, config: ScenarioConfig, result: dict) -> str:
