@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -177,15 +177,18 @@ class Evaluation(Record):
 
 
 # -- bench ----------------------------------------------------------------------------------------
+Milliseconds = Annotated[float, Field(ge=0)]  # a negative time made a "-33x" speedup
+
+
 class Latency(Record):
-    mean: float
-    std: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    min: float
-    max: float
+    mean: Milliseconds
+    std: Milliseconds
+    p50: Milliseconds
+    p90: Milliseconds
+    p95: Milliseconds
+    p99: Milliseconds
+    min: Milliseconds
+    max: Milliseconds
 
 
 class Memory(Record):

@@ -355,3 +355,87 @@ def test_server_invalid_for_too_few_queries_names_the_real_fix(
     )  # fmt: skip
     assert "lower server_target_qps" not in err
     assert not out.exists()
+
+
+# -- finding 2: report believed an edited results.json ---------------------------------------------
+def _edited(results_file: Path, tmp_path: Path, edit) -> Path:
+    doc = json.loads(results_file.read_text())
+    edit(doc)
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def _row(doc: dict, model: str, variant: str) -> dict:
+    return next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == (model, variant))
+
+
+def _raise_accuracy(doc):
+    row = _row(doc, "asc-0.90", "fp32")
+    row["metrics"]["accuracy"] = row["primary"] = 99.9
+
+
+def _raise_primary_only(doc):
+    _row(doc, "asc-0.90", "fp32")["primary"] = 99.9
+
+
+def _raise_batched(doc):
+    _row(doc, "asc-0.90", "fp32")["batched"]["metrics"]["accuracy"] = 99.9
+
+
+def _hide_flips(doc):
+    row = _row(doc, "uncompressed", "int8-dynamic")
+    row["batched"]["flips"] = row["batched"]["flips"] + 1
+
+
+def _negative_p50(doc):
+    doc["bench"][0]["measurements"][0]["latency_ms"]["p50"] = -1.0
+
+
+def _drop_recommended_model(doc):
+    doc["models"] = [m for m in doc["models"] if m["name"] != "asc-0.90"]
+
+
+def _duplicate_model(doc):
+    doc["models"].append(dict(doc["models"][1]))
+
+
+def _unknown_model(doc):
+    doc["evaluations"].append({**_row(doc, "asc-0.90", "fp32"), "model": "ghost"})
+
+
+def _conflicting_rows(doc):
+    row = _row(doc, "asc-0.90", "fp32")
+    doc["evaluations"].append({**row, "seconds": (row["seconds"] or 0) + 1})
+
+
+EDITS = {
+    "accuracy raised": (_raise_accuracy, ["evaluation asc-0.90/fp32", "accuracy 99.9"]),
+    "primary raised": (_raise_primary_only, ["evaluation asc-0.90/fp32", "primary 99.9"]),
+    "batched raised": (_raise_batched, ["asc-0.90/fp32 at batch 64", "accuracy 99.9"]),
+    "flips hidden": (_hide_flips, ["uncompressed/int8-dynamic at batch 64", "flips"]),
+    "negative p50": (_negative_p50, ["measurements.0.latency_ms.p50", "greater than or equal"]),
+    "model deleted": (_drop_recommended_model, ["asc-0.90/", "not in models"]),
+    "model twice": (_duplicate_model, ["listed twice"]),
+    "unknown model": (_unknown_model, ["evaluation ghost/fp32", "not in models"]),
+    "two rows": (_conflicting_rows, ["two evaluations of asc-0.90/fp32"]),
+}
+
+
+@pytest.mark.parametrize("case", EDITS)
+def test_report_refuses_rows_that_do_not_reconcile(
+    case, run_results_file, tmp_path, monkeypatch, capsys
+):
+    edit, needles = EDITS[case]
+    path = _edited(run_results_file, tmp_path, edit)
+    out = tmp_path / "report"
+    code, _, err = run_cli(monkeypatch, capsys, "report", path, "-o", out, "--no-plots")
+    assert_one_error_line(code, err, *needles)
+    assert not out.exists()
+
+
+def test_report_of_the_unedited_run_reconciles(run_results_file, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "report"
+    code, _, err = run_cli(monkeypatch, capsys, "report", run_results_file, "-o", out, "--no-plots")
+    assert code == 0, err
+    assert (out / "results.json").is_file()

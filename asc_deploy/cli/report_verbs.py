@@ -51,6 +51,7 @@ def report(
     from asc_deploy.records import load_bench_runs, load_results
     from asc_deploy.report import results as R
     from asc_deploy.report.gates import exit_code, failure_lines, gates_config, load_baseline
+    from asc_deploy.report.reconcile import reconcile
     from asc_deploy.report.render import REPORT_FILES, write_report
     from asc_deploy.report.tables import gates_table, recommendation_table, to_rich
 
@@ -59,7 +60,9 @@ def report(
     out_dir = output or results_file.parent / "report"
     check_writable(out_dir)  # a read-only -o: one line before the analysis and the plots
     runs = [run for path in bench or [] for run in load_bench_runs(path)]
-    results = R.merge_bench(load_results(results_file), runs)
+    loaded = load_results(results_file)
+    reconcile(loaded, str(results_file))  # an edited metric is refused, not believed
+    results = R.merge_bench(loaded, runs)
     config = gates_config(results)
     base = load_baseline(config, baseline)
     analysed = write_report(results, out_dir, config, base, accuracy_scope, plots)  # type: ignore[arg-type]
