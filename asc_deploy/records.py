@@ -131,6 +131,7 @@ class Evaluation(Record):
     variant: str
     runtime: Literal["torch", "onnxruntime"]
     artifact: str | None = None
+    sha256: str | None = None  # the artifact's model.onnx (ONNX Runtime evaluations)
     size_bytes: int | None = None
     parameters: int | None = None
     metrics: dict[str, float]
@@ -221,6 +222,7 @@ class Measurement(Record):
     parameters: int | None = None
     flops_per_example: float | None = None
     verified: bool
+    sha256: str | None = None  # the timed model.onnx (verified artifacts); the report checks it
     note: str | None = None
     providers_in_use: list[str] | None = None
     remeasured: int = 0  # extra rounds it got for spreading more than the noise threshold

@@ -439,3 +439,26 @@ def test_report_of_the_unedited_run_reconciles(run_results_file, tmp_path, monke
     code, _, err = run_cli(monkeypatch, capsys, "report", run_results_file, "-o", out, "--no-plots")
     assert code == 0, err
     assert (out / "results.json").is_file()
+
+
+def test_report_refuses_a_bench_of_other_artifacts(
+    full_run, run_results_file, tiny: Tiny, tmp_path, monkeypatch, capsys
+):
+    root, results = full_run
+    own = _row(results, "asc-0.90", "fp32")
+    assert own["sha256"] and all(m["sha256"] for m in results["bench"][0]["measurements"]
+                                 if m["runtime"] == "onnxruntime")  # fmt: skip
+    # The same names, timed on another host, but the graph is another run's (the tiny model's).
+    other = json.loads((tiny.fp32 / "manifest.json").read_text())["files"]["model.onnx"]["sha256"]
+    bench = json.loads((root / "bench.json").read_text())
+    bench["host"] = {**bench["host"], "fingerprint": "e" * 16, "hostname": "edge-box"}
+    for m in bench["measurements"]:
+        if (m["model"], m["variant"]) == ("asc-0.90", "fp32"):
+            m["sha256"] = other
+    path = tmp_path / "edge.json"
+    path.write_text(json.dumps(bench))
+    out = tmp_path / "report"
+    args = ["report", run_results_file, "--bench", path, "-o", out, "--no-plots"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_error_line(code, err, "bench row asc-0.90/fp32 on edge-box", other[:12])
+    assert not out.exists()

@@ -60,9 +60,8 @@ def report(
     out_dir = output or results_file.parent / "report"
     check_writable(out_dir)  # a read-only -o: one line before the analysis and the plots
     runs = [run for path in bench or [] for run in load_bench_runs(path)]
-    loaded = load_results(results_file)
-    reconcile(loaded, str(results_file))  # an edited metric is refused, not believed
-    results = R.merge_bench(loaded, runs)
+    results = R.merge_bench(load_results(results_file), runs)
+    reconcile(results, str(results_file))  # an edited metric is refused, not believed
     config = gates_config(results)
     base = load_baseline(config, baseline)
     analysed = write_report(results, out_dir, config, base, accuracy_scope, plots)  # type: ignore[arg-type]

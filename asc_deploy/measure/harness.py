@@ -142,6 +142,7 @@ class Target:
     variant: str
     runtime: str = "onnxruntime"
     verified: bool = False  # manifest hashes checked
+    sha256: str | None = None  # the manifest's hash of model.onnx: which graph was timed
     note: str | None = None
     size_bytes: int | None = None
     parameters: int | None = None
@@ -202,6 +203,7 @@ def onnx_target(path: Path) -> Target:
             model=str(manifest.get("name") or path.parent.name or path.name),
             variant=str(manifest.get("variant") or path.name),
             verified=True,
+            sha256=(manifest.get("files") or {}).get(MODEL_FILE, {}).get("sha256"),
             size_bytes=model_path.stat().st_size,
             parameters=manifest.get("parameters"),
             sample_inputs=path / SAMPLE_INPUTS if (path / SAMPLE_INPUTS).is_file() else None,
@@ -531,6 +533,7 @@ def _aggregate(
         "parameters": parameters,
         "flops_per_example": flops,
         "verified": t.verified,
+        "sha256": t.sha256,
         "note": t.note,
         "providers_in_use": runs[0].get("providers"),
         "remeasured": remeasured,

@@ -2,8 +2,9 @@
 
 `asc-deploy report` reads a file anyone can edit: an accuracy raised to 99.9 would otherwise
 become the recommendation and pass the accuracy gate. Every evaluation's metrics are recomputed
-from its own predictions file (and its batched run's from that one's), and the rows must name
-known, distinct models; the first row that does not reconcile is one UserError naming it.
+from its own predictions file (and its batched run's from that one's), the rows must name
+known, distinct models, and every bench row (merged --bench files too) must have timed the graph
+its row was evaluated as; the first row that does not reconcile is one UserError naming it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,22 @@ def reconcile(results: Results, source: str) -> None:
     _distinct_rows(results, source)
     for ev in results.evaluations:
         _matches_predictions(results, ev, source)
+    _benched_these_artifacts(results, source)
+
+
+def _benched_these_artifacts(results: Results, source: str) -> None:
+    """A bench row must have timed the graph its (model, variant) was evaluated as: a bench
+    file from another run's artifacts would otherwise lend this run its latencies."""
+    for run in results.bench:
+        for m in run.measurements:
+            ev = results.evaluation(m.model, m.variant)
+            if m.sha256 and ev is not None and ev.sha256 and m.sha256 != ev.sha256:
+                host = run.host.hostname or run.host.fingerprint
+                raise UserError(
+                    f"{source}: bench row {m.model}/{m.variant} on {host} "
+                    f"timed model.onnx {m.sha256[:12]}, but the evaluated artifact is "
+                    f"{ev.sha256[:12]}; bench this run's artifacts"
+                )
 
 
 def _distinct_rows(results: Results, source: str) -> None:

@@ -69,10 +69,13 @@ def _evaluate_onnx(source: Path, task: Task, batch: int):
 
     served = evaluate_onnx(source, task, batch_size=SERVED_BATCH)
     batched = evaluate_onnx(source, task, batch_size=batch, sort_by_length=False, progress=False)
+    from asc_deploy.deploy.artifacts import MODEL_FILE, read_manifest
+
     facts = {
         "runtime": "onnxruntime",
         "artifact": str(source),
-        "size_bytes": (source / "model.onnx").stat().st_size,
+        "sha256": read_manifest(source)["files"][MODEL_FILE]["sha256"],
+        "size_bytes": (source / MODEL_FILE).stat().st_size,
     }
     return served, batched, facts
 
