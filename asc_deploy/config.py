@@ -66,15 +66,30 @@ class TaskConfig(Strict):
     # trained on: screening and the int8-mixed search score on them (asc_deploy/tasks/holdout.py).
     holdout: int = Field(0, ge=0)
 
+    @field_validator("labels")
+    @classmethod
+    def _distinct_labels(cls, values: list[str] | None) -> list[str] | None:
+        # A repeated name maps two classes to one index: every example of the second is scored
+        # against the first (accuracy 0.0 without a word).
+        for name in values or []:
+            if values.count(name) > 1:
+                raise ValueError(f"label '{name}' appears twice; name each class once")
+        return values
+
+
+# compress/finetune.py's RECIPES, by name: the config refuses an unknown one when it is read,
+# without importing the trainer (a test keeps the two equal).
+FINETUNE_PRESETS = ("cpu-fast", "paper-nli", "paper-paraphrase", "paper-qa")
+
 
 class FinetuneConfig(Strict):
     """A fine-tuning recipe; presets: paper-nli, paper-paraphrase, paper-qa, cpu-fast."""
 
     preset: str | None = None
-    epochs: float | None = None
-    max_steps: int | None = None  # a step budget wins over epochs
-    batch_size: int | None = None
-    learning_rate: float | None = None
+    epochs: float | None = Field(None, gt=0)
+    max_steps: int | None = Field(None, ge=1)  # a step budget wins over epochs
+    batch_size: int | None = Field(None, ge=1)
+    learning_rate: float | None = Field(None, gt=0)
     optimizer: Literal["adam", "adamw"] | None = None
     weight_decay: float | None = None
     warmup_ratio: float | None = None
@@ -90,6 +105,13 @@ class FinetuneConfig(Strict):
     distill_hidden_weight: float = Field(0.0, ge=0)
     distill_hidden_loss: Literal["cosine", "mse"] = "cosine"
     distill_attention_weight: float = Field(0.0, ge=0)  # TinyBERT attention-map MSE (0 = off)
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, value: str | None) -> str | None:
+        if value is not None and value not in FINETUNE_PRESETS:
+            raise ValueError(f"unknown preset '{value}'; known: {', '.join(FINETUNE_PRESETS)}")
+        return value
 
     @model_validator(mode="after")
     def _layer_losses_need_a_teacher(self) -> FinetuneConfig:
@@ -321,6 +343,9 @@ class GatesConfig(Strict):
     min_qps_at_bound: QpsGateConfig | None = None  # needs bench.scenarios.run to include Server
     # Points: the recommendation picks the fastest artifact within this of the reference.
     accuracy_budget: float = Field(1.0, ge=0)
+    # Share of predictions that may differ between batch 1 and a server's batch before the
+    # report flags a variant "batch-dependent" (a flag, not a gate).
+    batch_flip_bound: float = Field(0.005, ge=0, le=1)
 
     @field_validator("speedup_target")
     @classmethod

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
 import fcntl
 import hashlib
 import json
@@ -21,6 +22,22 @@ from pathlib import Path
 from typing import Any
 
 from asc_deploy.errors import UserError
+
+# A full disk or quota: the user can fix it, so it is a UserError naming the output.
+SPACE_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+
+
+@contextlib.contextmanager
+def _naming_full_disk(dest: Path) -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in SPACE_ERRORS:
+            raise
+        raise UserError(
+            f"cannot write {dest}: {exc.strerror}; free space there or choose another output "
+            "folder (-o); nothing was written"
+        ) from exc
 
 
 @contextlib.contextmanager
@@ -38,7 +55,8 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{_owner_tag()}-", dir=dest.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes 0700; the result should look like mkdir's
     try:
-        yield tmp
+        with _naming_full_disk(dest):
+            yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -54,6 +72,33 @@ def atomic_dir(dest: str | Path, overwrite: bool = True) -> Iterator[Path]:
         shutil.rmtree(trash, ignore_errors=True)
     else:
         tmp.rename(dest)
+
+
+@contextlib.contextmanager
+def staged_files(dest: str | Path, last: str | None = None) -> Iterator[Path]:
+    """Yield an empty temporary folder beside `dest` whose files move into `dest` only if the
+    block finishes, the file named `last` after all others.
+
+    A full disk fails while the files are staged, leaving `dest` as it was (moves within one
+    file system need no space). Unlike atomic_dir, files in `dest` the block does not write
+    (a user's own, an earlier report's plots) are kept.
+    """
+    dest = Path(dest)
+    if dest.exists() and not dest.is_dir():
+        raise UserError(f"output {dest} is an existing file, not a folder; choose a folder path")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(dest)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.tmp-{_owner_tag()}-", dir=dest.parent))
+    try:
+        with _naming_full_disk(dest):
+            yield tmp
+        files = sorted((p for p in tmp.rglob("*") if p.is_file()), key=lambda p: p.name == last)
+        for path in files:
+            target = dest / path.relative_to(tmp)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _host_tag() -> str:
@@ -239,7 +284,7 @@ def write_text_atomic(path: str | Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        with _naming_full_disk(path), os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; match a normal open()
         os.replace(tmp, path)

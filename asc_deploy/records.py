@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -130,13 +130,29 @@ class Fidelity(Record):
     notes: list[str] = []
 
 
+class BatchedRun(Record):
+    """The same evaluation at the largest batch a server forms, requests in arrival order."""
+
+    batch_size: int = Field(ge=1)
+    metrics: dict[str, float]
+    primary: float | None
+    predictions: str
+    flips: int = Field(ge=0)  # examples predicted differently than at the served batch
+
+
 class Evaluation(Record):
-    """A model (or artifact) evaluated on the task's evaluation split."""
+    """A model (or artifact) evaluated on the task's evaluation split.
+
+    `metrics` are the served accuracy: measured at `batch_size` 1, one request at a time as
+    SingleStream serves it, because dynamic int8 quantises activations over the whole batch and
+    a prediction then depends on its batch-mates. `batched` is the same run at a server's batch.
+    """
 
     model: str
     variant: str
     runtime: Literal["torch", "onnxruntime"]
     artifact: str | None = None
+    sha256: str | None = None  # the artifact's model.onnx (ONNX Runtime evaluations)
     size_bytes: int | None = None
     parameters: int | None = None
     metrics: dict[str, float]
@@ -152,6 +168,20 @@ class Evaluation(Record):
     comparison: dict[str, Any] | None = None  # paired statistics vs the reference
     # The same for every per-example metric of the task, by name (QA: exact and f1).
     comparisons: dict[str, dict[str, Any]] | None = None
+    batch_size: int | None = Field(None, ge=1)  # None: written before served accuracy
+    batched: BatchedRun | None = None
+    flip_rate: float | None = None  # batched.flips / examples; recomputed, never trusted
+
+    @model_validator(mode="after")
+    def _recompute_flip_rate(self) -> Evaluation:
+        if self.batched is not None and self.batched.flips > self.examples:
+            raise ValueError(f"batched.flips {self.batched.flips} exceeds examples {self.examples}")
+        self.flip_rate = (
+            round(self.batched.flips / self.examples, 6)
+            if self.batched is not None and self.examples
+            else None
+        )
+        return self
 
     @property
     def key(self) -> tuple[str, str]:
@@ -169,15 +199,18 @@ class Evaluation(Record):
 
 
 # -- bench ----------------------------------------------------------------------------------------
+Milliseconds = Annotated[float, Field(ge=0)]  # a negative time made a "-33x" speedup
+
+
 class Latency(Record):
-    mean: float
-    std: float
-    p50: float
-    p90: float
-    p95: float
-    p99: float
-    min: float
-    max: float
+    mean: Milliseconds
+    std: Milliseconds
+    p50: Milliseconds
+    p90: Milliseconds
+    p95: Milliseconds
+    p99: Milliseconds
+    min: Milliseconds
+    max: Milliseconds
 
 
 class Memory(Record):
@@ -210,6 +243,7 @@ class Measurement(Record):
     parameters: int | None = None
     flops_per_example: float | None = None
     verified: bool
+    sha256: str | None = None  # the timed model.onnx (verified artifacts); the report checks it
     note: str | None = None
     providers_in_use: list[str] | None = None
     remeasured: int = 0  # extra rounds it got for spreading more than the noise threshold

@@ -91,10 +91,16 @@ def test_recipes_resolve_with_overrides():
     )
     assert total_steps(nli, 100) == 16  # 5 epochs of ceil(100/32)... as ceil(5 * 100 / 32)
     assert set(RECIPES) == {"paper-nli", "paper-paraphrase", "paper-qa", "cpu-fast"}
+    # A config is refused when it is read; CLI overrides (model_copy, unvalidated) at resolution.
+    with pytest.raises(ValueError, match="unknown preset 'fast'"):
+        FinetuneConfig(preset="fast")
+    with pytest.raises(ValueError, match="batch_size"):
+        FinetuneConfig(preset="cpu-fast", batch_size=0)
+    base = FinetuneConfig(preset="cpu-fast")
     with pytest.raises(UserError, match="known presets"):
-        resolve_recipe(FinetuneConfig(preset="fast"))
+        resolve_recipe(base.model_copy(update={"preset": "fast"}))
     with pytest.raises(UserError, match="batch_size"):
-        resolve_recipe(FinetuneConfig(preset="cpu-fast", batch_size=0))
+        resolve_recipe(base.model_copy(update={"batch_size": 0}))
 
 
 def test_length_grouping_cuts_padding_and_covers_every_example():

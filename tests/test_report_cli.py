@@ -153,17 +153,16 @@ def test_a_non_numeric_accuracy_exits_two(monkeypatch, capsys, tmp_path, results
     assert not (tmp_path / "r").exists()
 
 
-def test_an_accuracy_edited_without_its_delta_is_recomputed(monkeypatch, capsys, tmp_path, results):
+def test_an_edited_delta_is_recomputed(monkeypatch, capsys, tmp_path, results):
     doc = results.dump()
     ev = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == ("asc-0.90", "fp32"))
-    ev["primary"] -= 30.0  # the stored delta now lies
+    stored = ev["delta"]
+    ev["delta"] = 99.0  # a delta is never believed: it is recomputed from the metrics
     path = _save(tmp_path / "results.json", doc)
     code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "r", "--no-plots")
     assert code == 0, err
     written = load_results(tmp_path / "r" / "results.json")
-    assert written.evaluation("asc-0.90", "fp32").delta == pytest.approx(
-        ev["delta"] - 30.0, abs=1e-3
-    )
+    assert written.evaluation("asc-0.90", "fp32").delta == pytest.approx(stored, abs=1e-3)
 
 
 @pytest.mark.parametrize(

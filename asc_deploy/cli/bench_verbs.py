@@ -143,11 +143,17 @@ def bench_merge(
     """Merge several bench.json files into one set, each run tagged by its host fingerprint."""
     from rich.console import Console
 
+    from asc_deploy.errors import UserError
     from asc_deploy.fsutil import check_output_file
     from asc_deploy.measure import harness
 
     check_output_file(output)
-    merged = harness.merge_bench([_measured(harness.load_bench(p), p) for p in inputs])
+    for path in inputs:  # every other verb refuses to write over its input; so does this one
+        if path.resolve() == output.resolve():
+            raise UserError(
+                f"output {output} is one of the inputs; merge into another file (-o merged.json)"
+            )
+    merged = harness.merge_bench([(_measured(harness.load_bench(p), p), p) for p in inputs])
     harness.write_bench(merged, output)
     if as_json:
         typer.echo(json.dumps(merged, indent=2))
@@ -172,14 +178,16 @@ def _check_torch_folder(folder: Path) -> None:
 
 
 def _measured(doc: dict, path: Path) -> dict:
-    """A bench document whose every run holds measurements (report rejects empty ones)."""
+    """A bench document whose every run holds measurements or LoadGen scenarios (`bench
+    --scenario` writes scenarios only; the report rejects a run with neither)."""
     from asc_deploy.errors import UserError
 
     runs = doc.get("runs", [doc])
     for run in runs:
-        if not isinstance(run.get("host"), dict) or not run.get("measurements"):
+        measured = run.get("measurements") or run.get("scenarios")
+        if not isinstance(run.get("host"), dict) or not measured:
             raise UserError(
-                f"{path} holds a run without measurements (or without its host); "
+                f"{path} holds a run without measurements or scenarios (or without its host); "
                 "merge bench.json files written by `asc-deploy bench`"
             )
     return doc

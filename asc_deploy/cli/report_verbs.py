@@ -47,19 +47,23 @@ def report(
     from rich.console import Console
 
     from asc_deploy.errors import UserError
+    from asc_deploy.fsutil import check_writable
     from asc_deploy.records import load_bench_runs, load_results
     from asc_deploy.report import results as R
     from asc_deploy.report.gates import exit_code, failure_lines, gates_config, load_baseline
+    from asc_deploy.report.reconcile import reconcile
     from asc_deploy.report.render import REPORT_FILES, write_report
     from asc_deploy.report.tables import gates_table, recommendation_table, to_rich
 
     if accuracy_scope not in ("recommended", "asc"):
         raise UserError(f"--accuracy-scope '{accuracy_scope}' must be 'recommended' or 'asc'")
+    out_dir = output or results_file.parent / "report"
+    check_writable(out_dir)  # a read-only -o: one line before the analysis and the plots
     runs = [run for path in bench or [] for run in load_bench_runs(path)]
     results = R.merge_bench(load_results(results_file), runs)
+    reconcile(results, str(results_file))  # an edited metric is refused, not believed
     config = gates_config(results)
     base = load_baseline(config, baseline)
-    out_dir = output or results_file.parent / "report"
     analysed = write_report(results, out_dir, config, base, accuracy_scope, plots)  # type: ignore[arg-type]
     if as_json:
         doc = analysed.dump()

@@ -139,6 +139,11 @@ def training_batches(
     if samples < 1:
         raise UserError(f"greedy layer selection needs at least 1 sample, got {samples}")
     examples = task.load_examples("train")
+    if samples > len(examples):  # a silent clamp would record a sample size never used
+        raise UserError(
+            f"greedy layer selection asks for {samples} samples but task {task.name} has "
+            f"{len(examples)} training examples; ask for at most {len(examples)}"
+        )
     if samples < len(examples):
         picked = sorted(random.Random(seed).sample(range(len(examples)), samples))
         examples = [examples[i] for i in picked]

@@ -122,7 +122,12 @@ def flatten_squad(data: dict) -> list[Record]:
         for paragraph in article["paragraphs"]:
             context = paragraph.get("context")
             for qa in paragraph.get("qas", []):
-                answers = [] if qa.get("is_impossible") else qa.get("answers", [])
+                answers = qa.get("answers", [])
+                if qa.get("is_impossible") and answers:  # SQuAD 2.0 keeps those as plausible
+                    raise UserError(
+                        f"question {qa['id']} is marked is_impossible but has {len(answers)} "
+                        "answer(s); move them to plausible_answers or drop is_impossible"
+                    )
                 rows.append(
                     {
                         "id": str(qa["id"]),

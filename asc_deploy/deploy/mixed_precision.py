@@ -316,9 +316,11 @@ def quantize_mixed_artifact(
     calibration_samples: int = 128,
     calibrator: Calibrator = "minmax",
     reuse: bool = True,
+    data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The `int8-mixed` variant of an fp32 artifact: `base` int8 with the layers whose int8
-    costs accuracy kept fp32, within `budget` metric points of fp32 on `heldout`.
+    costs accuracy kept fp32, within `budget` metric points of fp32 on `heldout`; `data` (the
+    task and its training data's hash) is recorded in the manifest's settings.
 
     Build the two data arguments with `training_slices(task, tokenizer, calibration_samples,
     mixed_samples)`; the evaluation split is never an input here.
@@ -346,6 +348,7 @@ def quantize_mixed_artifact(
         "budget_points": budget,
         "calibration_samples": calibration_samples,
         **({"calibrator": calibrator, "format": "QDQ"} if base == "static" else {}),
+        **({"data": data} if data else {}),
     }
 
     def transform(src: Path, dst: Path) -> dict[str, Any]:

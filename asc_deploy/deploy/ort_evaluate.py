@@ -81,6 +81,7 @@ def evaluate_onnx(
     batch_size: int = 64,
     intra_op_threads: int | None = None,
     progress: bool = True,
+    sort_by_length: bool = True,
 ) -> EvalResult:
     """Metrics and per-example predictions of the artifact's graph on the task's eval split."""
     from transformers import AutoTokenizer  # the tokenizer only; torch is never imported for it
@@ -100,7 +101,8 @@ def evaluate_onnx(
     examples = task.load_examples("eval", max_samples)
     features = task.encode(tokenizer, examples)
     started = time.perf_counter()
-    outputs = infer_features(onnx_forward(session), features, batch_size, pad_id, progress)
+    forward = onnx_forward(session)
+    outputs = infer_features(forward, features, batch_size, pad_id, progress, sort_by_length)
     seconds = time.perf_counter() - started
     predictions = task.predictions_from_outputs(examples, features, outputs)
     return EvalResult(

@@ -262,8 +262,11 @@ def quantize_artifact(
     provider: str | None = None,
     reuse: bool = True,
     per_channel: bool = True,
+    data: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """The int8-dynamic / int8-static / fp16 variant of an artifact, validated against its parent.
+
+    `data` (static: the task and its training data's hash) is recorded in the manifest's settings.
 
     static needs `calibration_features` (task training inputs, `task.encode(...)`); fp16 is
     optimised for CUDA and validated on `provider` (default: cuda when present, else cpu).
@@ -302,6 +305,7 @@ def quantize_artifact(
             "calibrator": calibrator,
             "calibration_samples": calibration_samples,
             "format": "QDQ",
+            **({"data": data} if data else {}),
         }
         return variants.derive_variant(
             parent_dir,

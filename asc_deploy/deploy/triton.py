@@ -23,6 +23,9 @@ TRITON_DTYPES = {
     "float16": "TYPE_FP16",
 }
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+# The dynamic batcher's largest batch when the user gives none; the served-accuracy evaluation
+# measures predictions at this batch too (stages/measure.py), because a server forms it.
+DEFAULT_MAX_BATCH_SIZE = 64
 
 
 def _dims(shape: list[Any]) -> list[int]:
@@ -49,7 +52,7 @@ def _tensor_block(kind: str, tensors: list[dict[str, Any]]) -> str:
 def config_pbtxt(
     name: str,
     manifest: dict[str, Any],
-    max_batch_size: int = 64,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     instance_kind: str = "KIND_CPU",
     instance_count: int = 1,
     max_queue_delay_us: int = 100,
@@ -92,7 +95,7 @@ def is_triton_repository(folder: Path) -> bool:
 def write_triton_repository(
     models: dict[str, str | Path],
     dest: str | Path,
-    max_batch_size: int = 64,
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
     instance_kind: str = "KIND_CPU",
 ) -> dict[str, Any]:
     """Add {model name: artifact folder} to the repository `dest`; each artifact verified first.

@@ -142,6 +142,7 @@ class Target:
     variant: str
     runtime: str = "onnxruntime"
     verified: bool = False  # manifest hashes checked
+    sha256: str | None = None  # the manifest's hash of model.onnx: which graph was timed
     note: str | None = None
     size_bytes: int | None = None
     parameters: int | None = None
@@ -202,6 +203,7 @@ def onnx_target(path: Path) -> Target:
             model=str(manifest.get("name") or path.parent.name or path.name),
             variant=str(manifest.get("variant") or path.name),
             verified=True,
+            sha256=(manifest.get("files") or {}).get(MODEL_FILE, {}).get("sha256"),
             size_bytes=model_path.stat().st_size,
             parameters=manifest.get("parameters"),
             sample_inputs=path / SAMPLE_INPUTS if (path / SAMPLE_INPUTS).is_file() else None,
@@ -531,6 +533,7 @@ def _aggregate(
         "parameters": parameters,
         "flops_per_example": flops,
         "verified": t.verified,
+        "sha256": t.sha256,
         "note": t.note,
         "providers_in_use": runs[0].get("providers"),
         "remeasured": remeasured,
@@ -602,15 +605,27 @@ def load_bench(path: str | Path) -> dict[str, Any]:
     return doc
 
 
-def merge_bench(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Several bench.json documents (from any hosts, or earlier merges) -> one bench set.
+def merge_bench(docs: list[dict[str, Any] | tuple[dict[str, Any], Any]]) -> dict[str, Any]:
+    """Several bench.json documents (from any hosts, or earlier merges) -> one bench set; each
+    may come as (document, where it was read) so that a conflict names the file.
 
     Each run stays whole (its host, settings and flags belong to its numbers); identical runs
-    given twice are kept once. Runs are ordered by host fingerprint, then creation time.
+    given twice are kept once. Runs are ordered by host fingerprint, then creation time. One
+    fingerprint under two host names is refused: the report would label one host's numbers
+    with the other's name.
     """
-    runs, seen = [], set()
-    for doc in docs:
+    runs, seen, named = [], set(), {}
+    for item in docs:
+        doc, source = item if isinstance(item, tuple) else (item, "a bench document")
         for run in doc["runs"] if doc.get("schema") == MERGED_SCHEMA else [doc]:
+            fingerprint, hostname = run["host"]["fingerprint"], run["host"].get("hostname")
+            first = named.setdefault(fingerprint, (hostname, source))
+            if first[0] != hostname:
+                raise UserError(
+                    f"host fingerprint {fingerprint} is named {first[0]!r} in {first[1]} but "
+                    f"{hostname!r} in {source}; a fingerprint is one machine: merge the runs of "
+                    "the right host"
+                )
             key = hash_json(run)
             if key not in seen:
                 seen.add(key)

@@ -128,12 +128,45 @@ Runner = Callable[[dict[str, Any], float], dict[str, Any]]
 Progress = Callable[[str], None]
 
 
+# LoadGen schedules every query of a Server run before the first one is issued: measured with
+# mlperf-loadgen 5.x, 1e6 queries grow its process by 514 MB (2e5: 107 MB); with some margin:
+LOADGEN_BYTES_PER_QUERY = 600
+LOADGEN_MEMORY_SHARE = 0.5  # of the memory available now: the SUT and its sessions need the rest
+
+
+def check_server_rate(config: ScenarioConfig, available_bytes: float | None = None) -> None:
+    """UserError when the highest Server rate LoadGen may be asked for (server_target_qps, or
+    the search's server_max_qps) over min_duration_s schedules more queries than the host's
+    memory holds: a 1e9 QPS run grew to 22 GB until the kernel killed it."""
+    if "Server" not in config.run:
+        return
+    fixed = config.server_target_qps is not None
+    qps = config.server_target_qps if fixed else config.server_max_qps
+    queries = max(config.min_query_count, qps * config.min_duration_s)
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    budget = LOADGEN_MEMORY_SHARE * available_bytes
+    if queries * LOADGEN_BYTES_PER_QUERY <= budget:
+        return
+    most = budget / LOADGEN_BYTES_PER_QUERY / config.min_duration_s
+    setting = "--target-qps / server_target_qps" if fixed else "server_max_qps"
+    raise UserError(
+        f"Server at {qps:g} QPS for {config.min_duration_s:g} s schedules {queries:.3g} queries, "
+        f"{queries * LOADGEN_BYTES_PER_QUERY / 1e9:.1f} GB of LoadGen state, but this host has "
+        f"{available_bytes / 1e9:.1f} GB available; ask for at most {most:.0f} QPS ({setting}) "
+        "or a shorter min_duration_s (--scenario-seconds)"
+    )
+
+
 def check_scenarios(targets: list, settings: Any, config: ScenarioConfig) -> Path:
     """Everything that can fail before LoadGen starts; returns the queries' sample_inputs.npz."""
     from asc_deploy.measure.ort_runner import resolve_provider
 
     if not config.run:
         raise UserError("no scenario to run: give --scenario SingleStream, Server or Offline")
+    check_server_rate(config)
     if importlib.util.find_spec("mlperf_loadgen") is None:
         from asc_deploy.measure.loadgen_sut import INSTALL_HINT
 
@@ -295,6 +328,8 @@ class _Session:
             result = self.measure(
                 "Server", f" at {c.server_target_qps:g} QPS", target_qps=c.server_target_qps
             )
+            if too_short(result["summary"]):
+                raise UserError(_too_short(self.target, c, result))
             if result["summary"]["result"] != "VALID":
                 raise UserError(_unreachable(self.target, c, result))
             return self._record("Server", result, [_point(result)], search=None)
@@ -303,6 +338,9 @@ class _Session:
 
         def run_at(qps: float) -> bool:
             results[qps] = self.measure("Server", f" at {qps:g} QPS", target_qps=qps)
+            if too_short(results[qps]["summary"]):
+                # A lower rate gives fewer queries still: halving would never end VALID.
+                raise UserError(_too_short(self.target, c, results[qps]))
             return results[qps]["summary"]["result"] == "VALID"
 
         tried, stopped = search_qps(
@@ -389,6 +427,31 @@ def search_qps(
 def _round(qps: float) -> float:
     """Four significant digits: target rates read cleanly and repeat exactly."""
     return float(f"{qps:.4g}")
+
+
+_TOO_FEW = ("Min duration satisfied", "Min queries satisfied", "Early stopping satisfied")
+
+
+def too_short(summary: dict[str, Any]) -> bool:
+    """INVALID only because the run had too few queries for LoadGen to decide (its duration,
+    query count or early stopping unmet) while the latency met its bound: not a latency miss."""
+    fields = summary["fields"]
+    if summary["result"] == "VALID" or fields.get("Performance constraints satisfied") == "NO":
+        return False
+    return any(fields.get(key) == "NO" for key in _TOO_FEW)
+
+
+def _too_short(target, config: ScenarioConfig, result: dict) -> str:
+    summary = result["summary"]
+    p99 = _ms(summary["fields"].get(_NS_KEYS["p99"]))
+    qps = result["spec"]["target_qps"]
+    return (
+        f"LoadGen's Server run at {qps:g} QPS on {target.model}/{target.variant} is INVALID "
+        f"only because it had too few queries ({result['queries']}; "
+        f"{'; '.join(invalid_reasons(summary))}) while p99 {p99} ms met the "
+        f"{config.latency_bound_ms:g} ms bound; raise min_query_count (--min-queries, p99 "
+        "early stopping needs about 460) or min_duration_s (--scenario-seconds)"
+    )
 
 
 def _unreachable(target, config: ScenarioConfig, result: dict) -> str:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from asc_deploy.errors import UserError
 from asc_deploy.models.adapters import SUPPORTED, adapter_for
+from asc_deploy.models.trust import OptIns, check_trusted_folder
 
 Head = Literal["classification", "question-answering", "encoder"]
 
@@ -32,7 +33,9 @@ def load_config(source: str | Path, trust_remote_code: bool = False):
             raise UserError(
                 f"{folder} is not a model folder (no config.json); pass a from_pretrained folder"
             )
+        check_trusted_folder(folder, trust_remote_code)
         source = str(folder)
+    trust_remote_code = trust_remote_code or OptIns.trust_remote_code
     try:
         config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
@@ -87,6 +90,7 @@ def load_model_and_tokenizer(
 
     config = load_config(source, trust_remote_code)
     adapter_for(config.model_type)
+    trust_remote_code = trust_remote_code or OptIns.trust_remote_code
     kwargs: dict = {"trust_remote_code": trust_remote_code}
     if head == "classification":
         names = label_names or [str(i) for i in range(num_labels or config.num_labels)]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from asc_deploy.config import GatesConfig
-from asc_deploy.fsutil import write_json_atomic, write_text_atomic
+from asc_deploy.fsutil import staged_files, write_json_atomic, write_text_atomic
 from asc_deploy.measure.scenarios import reference_variant
 from asc_deploy.records import Gate, Results, host_label, validate
 from asc_deploy.report import plots, tables
@@ -285,15 +285,16 @@ def write_report(
     several hosts (see results.merge_bench). `with_plots=False` skips the figures (about 2 s),
     for a CI step that only wants the verdict.
     """
-    output_dir = Path(output_dir)
     analysed = analyse(results, config, baseline, scope)
     images = build_plots(analysed, config or gates_config(analysed)) if with_plots else []
     blocks = build_document(analysed, images)
-    for img in images:
-        _write_bytes_atomic(output_dir / img.filename, img.png)
     title = f"asc-deploy report: {analysed.run.name}"
-    write_text_atomic(output_dir / "report.md", to_markdown_document(blocks))
-    write_text_atomic(output_dir / "report.html", to_html_document(blocks, title))
-    # results.json last: its presence means the whole report was written.
-    write_json_atomic(output_dir / "results.json", analysed.dump())
+    # Every file staged first, so a full disk leaves no plots without report.md; results.json
+    # moves in last: its presence means the whole report was written.
+    with staged_files(output_dir, last="results.json") as staged:
+        for img in images:
+            _write_bytes_atomic(staged / img.filename, img.png)
+        write_text_atomic(staged / "report.md", to_markdown_document(blocks))
+        write_text_atomic(staged / "report.html", to_html_document(blocks, title))
+        write_json_atomic(staged / "results.json", analysed.dump())
     return analysed

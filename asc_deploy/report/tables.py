@@ -152,7 +152,13 @@ def _fidelity_cells(ev: Evaluation | None) -> list[str]:
     ]
 
 
-def main_table(results: Results) -> Table:
+def main_table(results: Results, flip_bound: float | None = None) -> Table:
+    """Every evaluated (model, variant); `flip_bound` (default: the run's gates.batch_flip_bound)
+    marks a batch-dependent row."""
+    if flip_bound is None:
+        from asc_deploy.report.gates import gates_config
+
+        flip_bound = gates_config(results).batch_flip_bound
     ms = R.measurements(results)
     targets = _targets(ms)
     one_host = len({t[0] for t in targets}) <= 1
@@ -163,6 +169,8 @@ def main_table(results: Results) -> Table:
     paired = any(e.comparison for e in results.evaluations)
     shares = int8_shares(results)
     bert99_headers = ["int8 % of fp32", "int8 Δ vs fp32 [95% CI]"] if shares else []
+    batched = _batched_size(results)
+    metric = results.task.primary_metric
     headers = [
         "Model",
         "Kind",
@@ -170,9 +178,10 @@ def main_table(results: Results) -> Table:
         "Layers",
         "Params (M)",
         "Size (MB)",
-        results.task.primary_metric,
+        f"{metric} b1" if batched else metric,
         "Δ (pts) [95% CI]" if paired else "Δ (pts)",
         *(["p (paired)"] if paired else []),
+        *([f"{metric} b{batched}", "Flip %"] if batched else []),
         *bert99_headers,
         "Agree",
         "Err J",
@@ -201,6 +210,10 @@ def main_table(results: Results) -> Table:
             delta_cell(ev, results.task.primary_metric),
             *([_p_cell(paired_row.p_value if paired_row else None)] if paired else []),
         ]
+        if batched:
+            if ev and ev.flip_rate is not None and ev.flip_rate > flip_bound:
+                table.marks[(len(table.rows), len(row) + 1)] = "fail"
+            row += _batched_cells(ev, flip_bound)
         if shares:
             share = shares.get((model, variant))
             if share is not None and not share.passed:
@@ -211,13 +224,41 @@ def main_table(results: Results) -> Table:
             row.append(_latency_cell(results, by_artifact.get((*target, model, variant)), index))
         table.rows.append(row)
     table.note = (
-        "Δ in points vs the uncompressed model in PyTorch fp32"
+        _served_note(batched, flip_bound)
+        + "Δ in points vs the uncompressed model in PyTorch fp32"
         + (" with its paired 95% CI (* significant)" if paired else "")
         + _bert99_note(results, shares)
         + "; Agree / Err J / kNN against it; latency cells: p50 / p95 (speedup vs the "
         "uncompressed PyTorch model on the same host, provider and shape)." + _floor_note(results)
     )
     return table
+
+
+def _batched_size(results: Results) -> int | None:
+    """The batch the evaluations were also run at (None: results from before served accuracy)."""
+    sizes = {ev.batched.batch_size for ev in results.evaluations if ev.batched is not None}
+    return max(sizes) if sizes else None
+
+
+def _batched_cells(ev: Evaluation | None, flip_bound: float) -> list[str]:
+    """The batched metric and the flip rate, '0.80 batch-dependent' above the bound."""
+    if ev is None or ev.batched is None or ev.flip_rate is None:
+        return [MISSING, MISSING]
+    flips = f"{100 * ev.flip_rate:.2f}"
+    if ev.flip_rate > flip_bound:
+        flips += " batch-dependent"
+    return [fmt(ev.batched.primary), flips]
+
+
+def _served_note(batched: int | None, flip_bound: float) -> str:
+    if not batched:
+        return ""
+    return (
+        f"Served accuracy: b1 is each example alone (how SingleStream serves it; the gates and "
+        f"the recommendation use it), b{batched} the largest batch a server forms here, "
+        f"requests in arrival order; Flip %: share of examples predicted differently between "
+        f"the two, batch-dependent above {100 * flip_bound:g}%. "
+    )
 
 
 def _floor_note(results: Results) -> str:

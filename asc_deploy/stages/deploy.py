@@ -60,6 +60,7 @@ def build_variant(
 
     if variant == "optimized":
         return optimize_artifact(fp32_dir, dest, "cpu", reuse=reuse)
+    data = task_data(fp32_dir, task) if variant in ("int8-static", "int8-mixed") else None
     if variant == "int8-mixed":
         from asc_deploy.deploy.mixed_precision import quantize_mixed_artifact, training_slices
 
@@ -70,7 +71,7 @@ def build_variant(
             fp32_dir, dest, calibration, heldout, settings.int8_budget, base=settings.mixed_mode,
             isa=settings.isa, per_channel=settings.per_channel,
             calibration_samples=settings.calibration_samples,
-            calibrator=settings.calibration_method, reuse=reuse,
+            calibrator=settings.calibration_method, reuse=reuse, data=data,
         )  # fmt: skip
     mode = MODE_OF_VARIANT[variant]
     calibration = calibration_features(task, tokenizer, settings) if mode == "static" else None
@@ -85,7 +86,29 @@ def build_variant(
         provider=provider or ("cuda" if mode == "fp16" else None),
         reuse=reuse,
         per_channel=settings.per_channel,
+        data=data,
     )
+
+
+def task_data(fp32_dir: Path, task: Task | None) -> dict[str, str]:
+    """The task and training-data hash a calibrated variant reads (recorded in its manifest),
+    refused when the artifact was exported for another task: an SST-2 model calibrated or
+    searched on MRPC pairs exits 0 with a meaningless artifact otherwise."""
+    from asc_deploy.deploy.artifacts import read_manifest
+    from asc_deploy.deploy.ort_evaluate import check_artifact_task
+    from asc_deploy.fsutil import hash_json
+
+    if task is None:
+        raise UserError("static and mixed int8 read the task's training data; name the task")
+    manifest = read_manifest(fp32_dir)
+    exported_for = (manifest.get("task") or {}).get("name")
+    if exported_for and exported_for != task.name:
+        raise UserError(
+            f"artifact {fp32_dir} was exported for task {exported_for}, not {task.name}; "
+            f"quantise it with --task {exported_for} (its own training data)"
+        )
+    check_artifact_task(manifest, fp32_dir, task)  # family and label count
+    return {"task": task.name, "train_hash": hash_json(task.data_identity("train"))}
 
 
 def export_model(

@@ -4,45 +4,83 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asc_deploy.records import BenchRun, Evaluation, ModelFolder
+from asc_deploy.records import BatchedRun, BenchRun, Evaluation, ModelFolder
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Task
 
 TORCH_VARIANTS = ("torch", "torch-dynamic-int8")
 
 
-@stage("evaluate", reads=("task",), record=Evaluation)
+SERVED_BATCH = 1  # how SingleStream serves a request: the accuracy gates and picks rest on
+
+
+def batched_size(bench_batches: list[int]) -> int:
+    """The largest batch a server of this run forms: the bench's, or Triton's dynamic batcher's."""
+    from asc_deploy.deploy.triton import DEFAULT_MAX_BATCH_SIZE
+
+    return max([*bench_batches, DEFAULT_MAX_BATCH_SIZE])
+
+
+@stage("evaluate", reads=("task", "bench.batch_sizes"), record=Evaluation)
 def evaluate(
     s: Settings, ctx: Context, source: Path, task: Task, model: str, variant: str
 ) -> Evaluation:
     """`source` (a model folder for PyTorch variants, an artifact folder otherwise) on the
-    evaluation split; per-example predictions go to `<run>/evals/<model>--<variant>/`."""
+    evaluation split, at the served batch (1) and at the largest batch a server forms, in
+    arrival order; per-example predictions of both go to `<run>/evals/<model>--<variant>/`."""
+    batch = batched_size(s["bench.batch_sizes"])
     if variant in TORCH_VARIANTS:
-        announce(f"evaluate {model} ({variant}, PyTorch)")
-        result, facts = _evaluate_torch(source, task, variant)
+        announce(f"evaluate {model} ({variant}, PyTorch, batch 1 and {batch})")
+        served, batched, facts = _evaluate_torch(source, task, variant, batch)
     else:
-        from asc_deploy.deploy.ort_evaluate import evaluate_onnx
-
-        announce(f"evaluate {model} ({variant}, ONNX Runtime)")
-        result = evaluate_onnx(source, task)
-        facts = {
-            "runtime": "onnxruntime",
-            "artifact": str(source),
-            "size_bytes": (source / "model.onnx").stat().st_size,
-        }
+        announce(f"evaluate {model} ({variant}, ONNX Runtime, batch 1 and {batch})")
+        served, batched, facts = _evaluate_onnx(source, task, batch)
+    folder = ctx.root / "evals" / f"{model}--{variant}"
+    saved = _save_predictions(folder, served)
     return Evaluation(
         model=model,
         variant=variant,
-        metrics=result.metrics,
-        primary=result.metrics.get(task.primary_metric),
-        seconds=round(result.seconds, 3),
-        examples=result.num_examples,
-        **_save_predictions(ctx.root / "evals" / f"{model}--{variant}", result),
+        metrics=served.metrics,
+        primary=served.metrics.get(task.primary_metric),
+        seconds=round(served.seconds, 3),
+        examples=served.num_examples,
+        batch_size=SERVED_BATCH,
+        batched=_batched_run(folder, served, batched, batch, task),
+        **saved,
         **facts,
     )
 
 
-def _evaluate_torch(source: Path, task: Task, variant: str):
+def _batched_run(folder: Path, served, batched, batch: int, task: Task) -> BatchedRun:
+    from asc_deploy.tasks.evaluation import prediction_flips, save_predictions
+
+    path = save_predictions(folder / f"predictions-b{batch}.jsonl", batched.predictions)
+    return BatchedRun(
+        batch_size=batch,
+        metrics=batched.metrics,
+        primary=batched.metrics.get(task.primary_metric),
+        predictions=str(path),
+        flips=prediction_flips(served.predictions, batched.predictions),
+    )
+
+
+def _evaluate_onnx(source: Path, task: Task, batch: int):
+    from asc_deploy.deploy.ort_evaluate import evaluate_onnx
+
+    served = evaluate_onnx(source, task, batch_size=SERVED_BATCH)
+    batched = evaluate_onnx(source, task, batch_size=batch, sort_by_length=False, progress=False)
+    from asc_deploy.deploy.artifacts import MODEL_FILE, read_manifest
+
+    facts = {
+        "runtime": "onnxruntime",
+        "artifact": str(source),
+        "sha256": read_manifest(source)["files"][MODEL_FILE]["sha256"],
+        "size_bytes": (source / MODEL_FILE).stat().st_size,
+    }
+    return served, batched, facts
+
+
+def _evaluate_torch(source: Path, task: Task, variant: str, batch: int):
     from asc_deploy.models.loading import count_parameters, load_model_and_tokenizer
     from asc_deploy.tasks.evaluation import evaluate_torch
 
@@ -53,14 +91,18 @@ def _evaluate_torch(source: Path, task: Task, variant: str):
         from asc_deploy.measure.torch_runner import quantize_dynamic_int8
 
         model = quantize_dynamic_int8(model)
-    result = evaluate_torch(model, tokenizer, task)
+    served = evaluate_torch(model, tokenizer, task, batch_size=SERVED_BATCH)
+    batched = evaluate_torch(
+        model, tokenizer, task, batch_size=batch, with_cls=False, progress=False,
+        sort_by_length=False,
+    )  # fmt: skip
     files = list(source.glob("*.safetensors")) + list(source.glob("*.bin"))
     facts = {
         "runtime": "torch",
         "size_bytes": sum(f.stat().st_size for f in files) or None,
         "parameters": parameters if variant == "torch" else None,
     }
-    return result, facts
+    return served, batched, facts
 
 
 def _save_predictions(folder: Path, result) -> dict[str, str | None]:

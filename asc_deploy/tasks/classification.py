@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -10,6 +11,10 @@ from asc_deploy.data.readers import DataSource, Record
 from asc_deploy.errors import UserError
 from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Example, Feature, SourcedTask
 from asc_deploy.tasks.metrics import classification_metrics
+
+
+class DroppedRowsWarning(UserWarning):
+    """Rows of a data file that cannot be examples (an empty text) were left out, counted."""
 
 
 class ClassificationTask(SourcedTask):
@@ -56,9 +61,12 @@ class ClassificationTask(SourcedTask):
             else None
         )
         label = _pick(self.label_column, records[0], where, "label_column")
-        examples = []
+        examples, blank = [], []
         for i, row in enumerate(records):
             if row[label] in self.skip_labels:
+                continue
+            if not _text(row[text]).strip() or (pair and not _text(row[pair]).strip()):
+                blank.append(i + 1)  # nothing to classify: it would count as an example
                 continue
             example = {
                 "id": str(row.get("idx", row.get("id", i))),
@@ -68,6 +76,13 @@ class ClassificationTask(SourcedTask):
             if pair:
                 example["text_pair"] = _text(row[pair])
             examples.append(example)
+        if blank:
+            warnings.warn(
+                f"{where}: dropped {len(blank)} of {len(records)} rows whose text is empty "
+                f"(first: row {blank[0]})",
+                DroppedRowsWarning,
+                stacklevel=2,
+            )
         if not examples:
             raise UserError(f"{where}: no labelled examples left (empty split)")
         return examples

@@ -2,7 +2,8 @@
 
 `run_inference` knows nothing of torch: it takes any `forward(batch) -> outputs` over padded
 numpy batches, so the PyTorch evaluator here and the ONNX Runtime evaluator share it. Features are
-processed longest-first so that dynamic padding wastes little, then put back in order.
+processed longest-first so that dynamic padding wastes little, then put back in order; or, with
+`sort_by_length=False`, in arrival order as a server's dynamic batcher groups requests.
 """
 
 from __future__ import annotations
@@ -40,9 +41,12 @@ def infer_features(
     batch_size: int,
     pad_token_id: int,
     progress: bool = True,
+    sort_by_length: bool = True,
 ) -> list[dict[str, np.ndarray]]:
     """Per-feature outputs, unpadded: logits (labels,), start/end_logits (len,), cls (hidden,)."""
-    order = sorted(range(len(features)), key=lambda i: -len(features[i]["input_ids"]))
+    order = list(range(len(features)))
+    if sort_by_length:
+        order.sort(key=lambda i: -len(features[i]["input_ids"]))
     outputs: list[dict[str, np.ndarray] | None] = [None] * len(features)
     with _progress(progress, len(features)) as advance:
         for start in range(0, len(order), batch_size):
@@ -107,14 +111,16 @@ def evaluate_torch(
     batch_size: int = 64,
     with_cls: bool = True,
     progress: bool = True,
+    sort_by_length: bool = True,
 ) -> EvalResult:
     """Metrics, per-example predictions and [CLS] vectors of a PyTorch model on the eval split."""
     model.eval()
     examples = task.load_examples("eval", max_samples)
     features = task.encode(tokenizer, examples)
     started = time.perf_counter()
+    forward = torch_forward(model, with_cls)
     outputs = infer_features(
-        torch_forward(model, with_cls), features, batch_size, _pad_id(tokenizer), progress
+        forward, features, batch_size, _pad_id(tokenizer), progress, sort_by_length
     )
     seconds = time.perf_counter() - started
     predictions = task.predictions_from_outputs(examples, features, outputs)
@@ -159,6 +165,13 @@ def save_predictions(
         np.save(tmp, cls_vectors)
         tmp.replace(target)
     return path
+
+
+def prediction_flips(first: list[dict[str, Any]], second: list[dict[str, Any]]) -> int:
+    """How many examples two runs over the same examples predict differently."""
+    if len(first) != len(second):
+        raise ValueError(f"{len(first)} predictions against {len(second)}: not the same examples")
+    return sum(a["prediction"] != b["prediction"] for a, b in zip(first, second, strict=True))
 
 
 def load_predictions(path: str | Path) -> list[dict[str, Any]]:

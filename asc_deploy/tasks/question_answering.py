@@ -266,19 +266,40 @@ def to_qa_examples(records: list[Record], where: str) -> list[Example]:
     examples = []
     for i, r in enumerate(records):
         answers = r["answers"] or {"text": [], "answer_start": []}
-        examples.append(
-            {
-                "id": str(r.get("id", i)),
-                "title": r.get("title", ""),
-                "question": r["question"],
-                "context": r["context"] or "",
-                "answers": {
-                    "text": list(answers["text"]),
-                    "answer_start": [int(a) for a in answers["answer_start"]],
-                },
-            }
-        )
+        example = {
+            "id": str(r.get("id", i)),
+            "title": r.get("title", ""),
+            "question": r["question"],
+            "context": r["context"] or "",
+            "answers": {
+                "text": list(answers["text"]),
+                "answer_start": [int(a) for a in answers["answer_start"]],
+            },
+        }
+        _check_answers(example, where)
+        examples.append(example)
     return examples
+
+
+def _check_answers(example: Example, where: str) -> None:
+    """Every answer must be the context's text at its answer_start: training on a span the
+    context does not hold, and scoring against it, would go on without a word."""
+    context, answers = example["context"], example["answers"]
+    if len(answers["text"]) != len(answers["answer_start"]):
+        raise UserError(
+            f"{where}: question {example['id']}: {len(answers['text'])} answer texts but "
+            f"{len(answers['answer_start'])} answer_start values; give one start per answer"
+        )
+    for text, start in zip(answers["text"], answers["answer_start"], strict=True):
+        problem = None
+        if start < 0:
+            problem = f"answer_start {start} is negative"
+        elif start + len(text) > len(context):
+            problem = f"answer {text!r} at {start} runs beyond its context ({len(context)} chars)"
+        elif context[start : start + len(text)] != text:
+            problem = f"answer {text!r} is not at answer_start {start} of its context"
+        if problem:
+            raise UserError(f"{where}: question {example['id']}: {problem}; fix the answer")
 
 
 def split_by_article(
