@@ -214,6 +214,7 @@ def test_cluster_run_matches_local_and_benches_on_the_target_node(cluster, works
     assert written["host"]["ray_node_id"] == cluster.worker_node
     assert {m["model"] for m in run["measurements"]} == {
         "uncompressed", "asc-0.90", "asc-0.20", "tiny-distilbert",
+        "apc-h16-f32", "asc-0.90+apc-h16-f32", "top-1+apc-h16-f32",  # the width axis, on Ray too
     }  # fmt: skip
     # Every other stage ran as a task; the independent ones spread over both nodes.
     nodes = {record["ran_on"]["node_id"] for record in records.values()}

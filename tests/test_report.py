@@ -134,7 +134,10 @@ def test_main_table_rows_and_cells(results):
     assert [r[0] for r in table.rows[:4]] == ["uncompressed"] * 4
     kinds = [r[1] for r in table.rows]
     first_strategy = kinds.index("strategy")
-    assert set(kinds[first_strategy:]) == {"strategy"}  # strategy baselines last
+    tail = kinds[first_strategy:]  # strategy baselines, then width-compressed models, last
+    assert set(tail) == {"strategy", "width"} and tail == sorted(
+        tail, key=("strategy", "width").index
+    )
     row = next(r for r in table.rows if r[:3] == ["asc-0.90", "asc", "fp32"])
     ev = results.evaluation("asc-0.90", "fp32")
     assert row[3] == "3 (-2)"
