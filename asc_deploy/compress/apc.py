@@ -29,7 +29,6 @@ from typing import Literal
 from asc_deploy.compress.width_map import width_map_for
 from asc_deploy.errors import UserError
 
-Init = Literal["sensitivity", "random", "kmeans", "svd"]
 Biases = Literal["none", "ud", "all"]
 INITS: tuple[str, ...] = ("sensitivity", "random", "kmeans", "svd")
 BIASES: tuple[str, ...] = ("none", "ud", "all")
