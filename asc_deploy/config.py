@@ -337,6 +337,9 @@ class GatesConfig(Strict):
     min_speedup: float | None = Field(None, gt=0)
     speedup_target: str = "cpu"  # provider
     speedup_shape: tuple[Annotated[int, Field(ge=1)], Annotated[int, Field(ge=1)]] = (1, 128)
+    # The speed verdict's paired rounds (measure/speed_trial.py): rounds it may add after the
+    # first 7 while the bounds still straddle min_speedup (0: decide after 7).
+    max_extra_rounds: int = Field(9, ge=0, le=60)
     max_latency_regression: float | None = Field(None, ge=0)  # fraction, vs `baseline`
     baseline: Path | None = None  # a previous results.json
     max_size_mb: float | None = Field(None, gt=0)

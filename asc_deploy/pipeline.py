@@ -1,7 +1,8 @@
 """`asc-deploy run`: the ordered stages for one config, and the comparison set they build.
 
     finetune -> profile -> select -> prune + recover -> evaluate (PyTorch) -> export
-    -> evaluate (ONNX Runtime) -> compare (fidelity, statistics) -> bench -> report + gates
+    -> evaluate (ONNX Runtime) -> compare (fidelity, statistics) -> bench
+    -> speed trial (the speed gate's pair, back to back) -> report + gates
 
 Each stage is a declared function in `asc_deploy/stages/` run through one `StageStore`, which
 keys it on what it reads and consumes and reuses a matching record (resume for free); `force`
@@ -29,6 +30,7 @@ from asc_deploy.records import (
     RunInfo,
     Screening,
     Similarity,
+    SpeedTrial,
     TaskInfo,
     Width,
     WidthShape,
@@ -39,7 +41,7 @@ from asc_deploy.tasks.constant import constant_baseline
 
 STAGES = (
     "finetune", "profile", "select", "prune", "narrow", "screen", "recover", "evaluate", "export",
-    "bench", "report",
+    "bench", "speed-trial", "report",
 )  # fmt: skip
 
 
@@ -79,6 +81,14 @@ class Pipeline:
         evaluations += self._evaluate_artifacts(artifacts)
         _compare(evaluations, self.task)
         bench = self._bench(artifacts, base, reference.name)
+        facts = dict(profile=profile, candidates=candidates, models=models,
+                     evaluations=evaluations, bench=bench)  # fmt: skip
+        trials = self._speed_trials(self._results(started, clock, **facts), base, artifacts)
+        return self._results(started, clock, **facts, speed_trials=trials)
+
+    def _results(
+        self, started, clock, profile, candidates, models, evaluations, bench, speed_trials=()
+    ) -> Results:
         return Results(
             run=RunInfo(
                 name=self.cfg.name,
@@ -110,7 +120,36 @@ class Pipeline:
             models=models,
             evaluations=evaluations,
             bench=bench,
+            speed_trials=list(speed_trials),
         )
+
+    def _speed_trials(
+        self, results: Results, base: ModelFolder, sets: list[ArtifactSet]
+    ) -> list[SpeedTrial]:
+        """The speed gate's pair (this host's pick against the uncompressed PyTorch model)
+        timed back to back until its paired bounds settle the limit (measure/speed_trial.py).
+        None without a speed gate, when the pick is that baseline itself, or for a bench run
+        on cluster targets (each would need its own node's trial)."""
+        from asc_deploy.measure.harness import SAMPLE_INPUTS
+        from asc_deploy.report.recommend import recommend
+
+        gates = self.cfg.gates
+        on_targets = self.store.executor.kind == "ray" and self.cfg.executor.targets
+        if gates.min_speedup is None or on_targets:
+            return []
+        pick = recommend(results, gates).get(gates.speedup_target)
+        baseline = (results.reference().name, "torch")
+        if not pick or not pick.model or (pick.model, pick.variant) == baseline or pick.by_host:
+            return []
+        samples = [Path(p) / SAMPLE_INPUTS for s in sets for p in s.artifacts.values()]
+        trial = self.store.run(
+            measure.speed_trial, self.cfg, candidate=Path(pick.artifact), model=pick.model,
+            variant=pick.variant, reference=base, reference_name=baseline[0],
+            provider=gates.speedup_target, shape=(pick.batch, pick.sequence),
+            limit=gates.min_speedup, host=pick.host,
+            sample_inputs=next((p for p in samples if p.is_file()), None),
+        )  # fmt: skip
+        return [trial]
 
     # -- the comparison set ----------------------------------------------------------------------
     def _reference(self, base: ModelFolder, layers: int) -> ModelEntry:

@@ -313,6 +313,28 @@ def host_label(host: Host | dict[str, Any]) -> str:
     return f"{data.get('hostname') or 'host'} ({fp[:8]})"
 
 
+class SpeedTrial(Record):
+    """The speed gate's pair timed back to back, round after round (measure/speed_trial.py):
+    the gate decides on these rounds' ratios, so a noisy host still gets a verdict."""
+
+    host: str  # fingerprint of the host that timed it
+    provider: str
+    batch: int = Field(ge=1)
+    sequence: int = Field(ge=1)
+    model: str  # the candidate: the recommended artifact when the trial ran
+    variant: str
+    baseline: str  # the uncompressed model, in PyTorch
+    baseline_variant: str = "torch"
+    limit: float = Field(gt=0)  # the min_speedup the rounds were planned against
+    pairs_ms: list[tuple[Milliseconds, Milliseconds]]  # (baseline p50, candidate p50) a round
+    looks: list[int]  # the round counts the verdict was (or would be) decided after
+    test: str
+
+    @property
+    def ratios(self) -> list[float]:
+        return [base / cand for base, cand in self.pairs_ms if cand > 0]
+
+
 # -- the run --------------------------------------------------------------------------------------
 class StageTime(Record):
     records: int  # stage records the run used, computed now or earlier
@@ -397,6 +419,8 @@ class Results(Record):
     models: list[ModelEntry]
     evaluations: list[Evaluation]
     bench: list[BenchRun] = []
+    # The speed gate's paired rounds, one per host that ran them (none: the gate reads the bench).
+    speed_trials: list[SpeedTrial] = []
     gates: list[Gate] = []
     recommendation: dict[str, Pick] = {}
 
@@ -447,6 +471,18 @@ class Results(Record):
         model = entry.same_as if entry and entry.same_as else model
         evals = [e for e in self.evaluations if e.model == model]
         return next((e for e in evals if e.variant == "torch"), evals[0] if evals else None)
+
+    def speed_trial(self, pick: Pick, provider: str) -> SpeedTrial | None:
+        """The paired rounds that timed `pick` on its host, provider and shape, if any ran."""
+        want = (pick.host, provider, pick.batch, pick.sequence, pick.model, pick.variant)
+        return next(
+            (
+                t
+                for t in self.speed_trials
+                if (t.host, t.provider, t.batch, t.sequence, t.model, t.variant) == want
+            ),
+            None,
+        )
 
     def primary_of(self, model: str) -> float | None:
         """A model's metric in PyTorch (variant 'torch'), else its first evaluation's."""

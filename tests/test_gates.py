@@ -338,3 +338,53 @@ def test_speedup_gate_is_inconclusive_on_a_busy_host(results):
     assert (
         gate.inconclusive and "the host was busy (bare session.run loop spread 42%)" in gate.reason
     )
+
+
+def _with_trial(results: Results, ratios: list[float], looks=(7, 10, 13, 16)) -> Results:
+    """The run as if `run` had timed its pick back to back with the uncompressed PyTorch model
+    and measured these per-round ratios (the pick's own p50 on the candidate side)."""
+    pick = recommend(results, _config(results))["cpu"]
+    doc = results.dump()
+    doc["speed_trials"] = [
+        {
+            "host": pick.host,
+            "provider": "cpu",
+            "batch": pick.batch,
+            "sequence": pick.sequence,
+            "model": pick.model,
+            "variant": pick.variant,
+            "baseline": "uncompressed",
+            "limit": 1.5,
+            "pairs_ms": [[pick.p50_ms * r, pick.p50_ms] for r in ratios],
+            "looks": list(looks),
+            "test": "exact sign test",
+        }
+    ]
+    return Results.model_validate(doc)
+
+
+def test_a_speed_trial_decides_the_gate_on_its_paired_bounds(results):
+    ratios = [3.1, 2.4, 3.6, 2.9, 2.2, 3.3, 2.7]  # 40% round-to-round spread, all above 2
+    trial = _with_trial(results, ratios)
+    gate = _run(trial, min_speedup=1.5)["min_speedup"]
+    assert gate.passed and gate.value == pytest.approx(2.2)  # the lower bound: the minimum
+    assert "in 7 rounds: median 2.90x, one-sided 95% bounds [2.20x, 3.60x]" in gate.reason
+    gate = _run(trial, min_speedup=4.0)["min_speedup"]
+    assert not gate.passed and not gate.inconclusive and "upper bound < 4.0x" in gate.reason
+    gate = _run(trial, min_speedup=2.9)["min_speedup"]
+    assert gate.inconclusive and "straddle 2.9x" in gate.reason
+
+
+def test_a_busy_host_no_longer_vetoes_what_the_paired_bounds_settle(results):
+    doc = _with_trial(results, [3.1, 2.4, 3.6, 2.9, 2.2, 3.3, 2.7]).dump()
+    doc["bench"][0]["noise"] = {"floor": 0.37, "threshold": 0.74, "host_busy": True}
+    gate = _run(Results.model_validate(doc), min_speedup=1.5)["min_speedup"]
+    assert gate.passed and not gate.inconclusive
+    assert "(the host was busy: bare loop spread 37%)" in gate.reason
+
+
+def test_a_trial_of_another_artifact_is_not_read(results):
+    doc = _with_trial(results, [3.0] * 7).dump()
+    doc["speed_trials"][0]["variant"] = "not-the-pick"
+    gate = _run(Results.model_validate(doc), min_speedup=1e6)["min_speedup"]
+    assert "back to back" not in gate.reason

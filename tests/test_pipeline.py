@@ -126,6 +126,15 @@ def test_gates_fail_with_one_line_each_and_exit_1(full_run, pipeline_workspace):
     assert result.returncode == 1
     failures = [line for line in result.stderr.splitlines() if line.startswith("gate ")]
     assert len(failures) == 1 and "min_speedup" in failures[0]
+    # The speed gate's pair was timed back to back, and its bounds (not the bench's pooled
+    # p50s) decided: a million-fold limit fails at the first look.
+    doc = json.loads((root / "report" / "results.json").read_text())
+    (trial,) = doc["speed_trials"]
+    pick = doc["recommendation"]["cpu"]
+    assert (trial["model"], trial["variant"]) == (pick["model"], pick["variant"])
+    assert len(trial["pairs_ms"]) == trial["looks"][0] == 7 and trial["limit"] == 1e6
+    assert "timed back to back with uncompressed torch in 7 rounds" in failures[0]
+    assert "upper bound < 1e+06x" in failures[0]
 
 
 def test_interrupted_run_resumes_to_the_same_results(full_run, pipeline_workspace):

@@ -257,7 +257,7 @@ class RayExecutor:
 
     # -- scheduling ------------------------------------------------------------------------------
     def submit(self, call: StageCall) -> Pending[Outcome]:
-        if call.stage.name == "bench" and call.target is None:
+        if call.stage.name in ("bench", "speed-trial") and call.target is None:
             from asc_deploy.executors.local import LocalExecutor
 
             return LocalExecutor().submit(call)  # no target: this machine measures, as locally

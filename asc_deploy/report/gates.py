@@ -6,10 +6,14 @@ What each gate checks:
   every kind-'asc' model) as well, which catches a quantisation that broke an artifact nobody
   picked. Strategy baselines and off-the-shelf models are comparisons, never gated.
 - min_speedup: the recommended artifact on `speedup_target` at `speedup_shape`, on every host
-  that measured it, against the uncompressed PyTorch model on the same host. When either
-  measurement is still noisy after the bench re-measured it, the gate decides only if every
-  pairing of their round p50s lands on the same side of the limit (its value is then the
-  pairing nearest the limit); otherwise, or when the host itself was busy (its bare
+  that measured it, against the uncompressed PyTorch model on the same host. Where `run` timed
+  the pair back to back (results.speed_trials, measure/speed_trial.py), the gate decides on
+  the exact sign test's one-sided 95% bounds on the median per-round ratio: PASS when the lower
+  bound reaches the limit, FAIL when the upper bound is below it, else *inconclusive*; a busy
+  host is reported, not a veto. Without a trial (a results.json from before them, cluster
+  targets), the bench's cells decide: when either is still noisy after the bench re-measured
+  it, only if every pairing of their round p50s lands on the same side of the limit (its value
+  is then the pairing nearest the limit); otherwise, or when the host itself was busy (its bare
   session.run loop spread too much), it is *inconclusive*: never PASS on a number noise could
   overturn.
 - max_latency_regression (fraction): every measurement that the baseline results.json also has
@@ -37,12 +41,15 @@ from pydantic import ValidationError
 from asc_deploy.config import GatesConfig, QpsGateConfig
 from asc_deploy.errors import UserError
 from asc_deploy.measure.scenarios import check_min_qps, reference_variant
+from asc_deploy.measure.speed_trial import decide
 from asc_deploy.records import (
+    BenchRun,
     Evaluation,
     Gate,
     Measurement,
     Pick,
     Results,
+    SpeedTrial,
     host_label,
     load_results,
 )
@@ -184,6 +191,9 @@ def _judge_speedup(
     said = f"{_label(pick)} is {pick.speedup:.2f}x on {shape}{host}"
     quiet = "; re-run the bench on a quiet machine"
     run = next((r for r in results.bench if r.host.fingerprint == pick.host), None)
+    trial = results.speed_trial(pick, provider)
+    if trial is not None:
+        return _judge_trial(trial, limit, said, run)
     if run is not None and (run.noise or {}).get("host_busy"):
         doubt = f"the host was busy (bare session.run loop spread {run.noise['floor']:.0%})"
         return "inconclusive", pick.speedup, f"{said}, but {doubt}{quiet}"
@@ -204,6 +214,41 @@ def _judge_speedup(
     if high < limit - EPS:
         return "fail", high, f"{rounds}, all < {fmt_limit(limit)}x"
     return "inconclusive", pick.speedup, f"{rounds}, on both sides of {fmt_limit(limit)}x{quiet}"
+
+
+def _judge_trial(
+    trial: SpeedTrial, limit: float, said: str, run: BenchRun | None
+) -> tuple[str, float, str]:
+    """The verdict of the pair's back-to-back rounds (measure/speed_trial.py): the exact sign
+    test's bounds on the median ratio against the limit. The busy-host floor is reported beside
+    it, but no longer vetoes what the paired bounds settle."""
+    d = decide(trial.ratios, limit, len(trial.looks))
+    rounds = len(trial.pairs_ms)
+    bounds = f"[{_times(d.low)}, {_times(d.high)}]"
+    text = (
+        f"{said}; timed back to back with {trial.baseline} {trial.baseline_variant} in {rounds} "
+        f"rounds: median {d.median:.2f}x, one-sided 95% bounds {bounds}"
+    )
+    floor = (run.noise or {}).get("floor") if run is not None else None
+    if floor is not None and (run.noise or {}).get("host_busy"):
+        text += f" (the host was busy: bare loop spread {floor:.0%})"
+    limit_x = f"{fmt_limit(limit)}x"
+    if d.state == "pass":
+        return "pass", d.low, f"{text}; lower bound >= {limit_x}"
+    if d.state == "fail":
+        return "fail", d.high, f"{text}; upper bound < {limit_x}"
+    return (
+        "inconclusive",
+        d.median,
+        (
+            f"{text}; the bounds straddle {limit_x} after the last planned round (raise "
+            "gates.max_extra_rounds or re-run on a quieter machine)"
+        ),
+    )
+
+
+def _times(value: float | None) -> str:
+    return "none" if value is None else f"{value:.2f}x"
 
 
 def _baseline_pairs(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from asc_deploy.records import BatchedRun, BenchRun, Evaluation, ModelFolder
+from asc_deploy.records import BatchedRun, BenchRun, Evaluation, ModelFolder, SpeedTrial
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Task
 
@@ -152,3 +152,65 @@ def bench(
     run = BenchRun.model_validate(doc)
     write_json_atomic(ctx.root / "bench.json", run.dump())
     return run
+
+
+@stage("speed-trial", reads=("bench", "gates.max_extra_rounds"), record=SpeedTrial)
+def speed_trial(
+    s: Settings,
+    ctx: Context,
+    candidate: Path,
+    model: str,
+    variant: str,
+    reference: ModelFolder,
+    reference_name: str,
+    provider: str,
+    shape: tuple[int, int],
+    limit: float,
+    host: str,
+    sample_inputs: Path | None = None,
+) -> SpeedTrial:
+    """The speed gate's pair (`candidate`: an artifact folder, or the reference folder for a
+    PyTorch variant, against the reference in PyTorch fp32) timed back to back until the
+    paired bounds settle `limit` or the extra rounds run out (measure/speed_trial.py)."""
+    from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_worker, worker_spec
+    from asc_deploy.measure.latency import summarize_ms
+    from asc_deploy.measure.speed_trial import TEST, run_trial
+    from asc_deploy.progress import status_line
+
+    settings = BenchSettings.from_config(s["bench"]).validated()
+    batch, sequence = shape
+    if variant in TORCH_VARIANTS:  # PyTorch variants are timed on CPU only, as in the bench
+        target, provider = _torch_target(candidate, variant), "cpu"
+    else:
+        target = onnx_target(candidate)
+    cells = {
+        "candidate": Cell(target, provider, batch, sequence),
+        "baseline": Cell(_torch_target(reference.path, "torch"), "cpu", batch, sequence),
+    }
+    inputs = target.sample_inputs or sample_inputs
+
+    def measure(side: str) -> float:
+        spec = worker_spec(cells[side], settings, inputs)
+        return summarize_ms(run_worker(spec, settings.worker_timeout_s)["samples_s"])["p50"]
+
+    announce(f"speed trial: {model} {variant} vs {reference_name} torch, {batch}x{sequence}")
+    trial = run_trial(measure, limit, s["gates.max_extra_rounds"], progress=status_line)
+    return SpeedTrial(
+        host=host,
+        provider=provider,
+        batch=batch,
+        sequence=sequence,
+        model=model,
+        variant=variant,
+        baseline=reference_name,
+        limit=limit,
+        pairs_ms=[(round(b, 4), round(c, 4)) for b, c in trial.pairs_ms],
+        looks=trial.looks,
+        test=TEST,
+    )
+
+
+def _torch_target(folder: Path | str, variant: str):
+    from asc_deploy.measure.harness import torch_targets
+
+    return next(t for t in torch_targets(folder) if t.variant == variant)

@@ -1,0 +1,131 @@
+"""The speed verdict under real load: a finished run's gate pair, timed back to back with and
+without CPU burners, at limits on either side of the true ratio.
+
+    .venv/bin/python benchmarks/speed_trial_under_load.py exports/default [--burners-per-core 2]
+
+Reads `<run>/report/results.json`, takes the recommended artifact on cpu at the gate shape and
+the uncompressed PyTorch model, and runs `measure/speed_trial.py`'s trial (the same workers and
+settings `run` uses) twice: on the quiet host, then with `--burners-per-core` busy-loop processes
+per core. Each trial is judged at the run's `min_speedup`, at a limit 20% below the quiet median
+and at one 20% above it, so the verdict can be checked against the side of each limit the truth
+is on: under load it may extend rounds or say INCONCLUSIVE, but never land on the wrong side.
+Writes benchmarks/results/speed_trial_under_load.json. Run it alone on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import os
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from asc_deploy.config import GatesConfig  # noqa: E402
+from asc_deploy.measure.harness import (  # noqa: E402
+    BenchSettings,
+    Cell,
+    onnx_target,
+    run_worker,
+    torch_targets,
+    worker_spec,
+)
+from asc_deploy.measure.latency import summarize_ms  # noqa: E402
+from asc_deploy.measure.speed_trial import decide, run_trial  # noqa: E402
+from asc_deploy.records import load_results  # noqa: E402
+from asc_deploy.report.recommend import recommend  # noqa: E402
+
+
+def burn() -> None:
+    while True:
+        pass
+
+
+def trial_cells(results):
+    """(candidate cell, baseline cell, pick, gates) of the run's speed gate."""
+    gates = GatesConfig.model_validate(results.run.config.get("gates") or {})
+    pick = recommend(results, gates)[gates.speedup_target]
+    batch, sequence = gates.speedup_shape
+    candidate = onnx_target(Path(pick.artifact))
+    reference = results.reference()
+    baseline = next(t for t in torch_targets(reference.path) if t.variant == "torch")
+    cells = {
+        "candidate": Cell(candidate, gates.speedup_target, batch, sequence),
+        "baseline": Cell(baseline, "cpu", batch, sequence),
+    }
+    return cells, pick, gates
+
+
+def timed_trial(cells, settings, limit: float, extra: int) -> dict:
+    def measure(side: str) -> float:
+        spec = worker_spec(cells[side], settings, cells["candidate"].target.sample_inputs)
+        return summarize_ms(run_worker(spec, settings.worker_timeout_s)["samples_s"])["p50"]
+
+    start = time.perf_counter()
+    trial = run_trial(measure, limit, extra, progress=lambda line: print(line, flush=True))
+    return {
+        "pairs_ms": [[round(b, 4), round(c, 4)] for b, c in trial.pairs_ms],
+        "looks": trial.looks,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+
+
+def verdicts(trial: dict, limits: dict[str, float]) -> dict[str, dict]:
+    ratios = [b / c for b, c in trial["pairs_ms"]]
+    out = {}
+    for name, limit in limits.items():
+        d = decide(ratios, limit, len(trial["looks"]))
+        out[name] = {"limit": round(limit, 3), "state": d.state, "median": round(d.median, 3),
+                     "low": d.low, "high": d.high}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path, help="a finished run folder (exports/<name>)")
+    parser.add_argument("--burners-per-core", type=int, default=2)
+    out = ROOT / "benchmarks/results/speed_trial_under_load.json"
+    parser.add_argument("--out", type=Path, default=out)
+    args = parser.parse_args()
+    results = load_results(args.run / "report" / "results.json")
+    cells, pick, gates = trial_cells(results)
+    bench_config = results.run.config["bench"]
+    settings = BenchSettings(
+        intra_op_threads=bench_config.get("intra_op_threads"),
+        warmup=bench_config["warmup"],
+        min_iterations=bench_config["min_iterations"],
+        min_seconds=bench_config["min_seconds"],
+    ).validated()
+    extra = gates.max_extra_rounds
+    print(f"quiet trial: {pick.model} {pick.variant} vs uncompressed torch", flush=True)
+    quiet = timed_trial(cells, settings, gates.min_speedup, extra)
+    median = decide([b / c for b, c in quiet["pairs_ms"]], gates.min_speedup, 1).median
+    limits = {"gate": gates.min_speedup, "below": median * 0.8, "above": median * 1.2}
+    burners = [multiprocessing.Process(target=burn, daemon=True)
+               for _ in range(args.burners_per_core * (os.cpu_count() or 1))]  # fmt: skip
+    for b in burners:
+        b.start()
+    try:
+        print(f"loaded trial: {len(burners)} burners", flush=True)
+        loaded = timed_trial(cells, settings, limits["above"], extra)
+    finally:
+        for b in burners:
+            b.terminate()
+    doc = {
+        "host": results.bench[0].host.model_dump(),
+        "candidate": [pick.model, pick.variant],
+        "shape": list(gates.speedup_shape),
+        "burners": len(burners),
+        "quiet": {**quiet, "verdicts": verdicts(quiet, limits)},
+        "loaded": {**loaded, "verdicts": verdicts(loaded, limits)},
+    }
+    args.out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(json.dumps({k: doc[k]["verdicts"] for k in ("quiet", "loaded")}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
