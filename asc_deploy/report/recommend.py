@@ -1,10 +1,12 @@
 """The recommendation: the fastest artifact within the accuracy budget on each target provider.
 
 For every host and provider, candidates are the evaluated (model, variant) artifacts measured at
-the gate shape (GatesConfig.speedup_shape) whose primary metric, and each of the task's guarded
-metrics (SQuAD 2.0: HasAns_f1 and NoAns_f1), is at most GatesConfig.accuracy_budget points below
-the uncompressed PyTorch model; the lowest p50 wins.
-The uncompressed model is itself a candidate, so a pick exists whenever it was measured.
+the gate shape (GatesConfig.speedup_shape) that are within GatesConfig.accuracy_budget points of
+the uncompressed PyTorch model on the primary metric and each of the task's guarded metrics
+(SQuAD 2.0: HasAns_f1 and NoAns_f1), under GatesConfig.decision (report/decision.py): by default
+non-inferior, the one-sided 95% lower bound of the paired difference >= -budget; the lowest p50
+wins. The uncompressed PyTorch model loses nothing against itself, so it is always a candidate
+and a pick exists whenever it was measured.
 Latencies from different hosts are never compared: `recommendation[provider]` is the pick on
 the first host that measured that provider (the run's own host comes first in `bench`), and
 `by_host` holds every host's pick when more than one host measured it.
@@ -12,11 +14,10 @@ the first host that measured that provider (the run's own host comes first in `b
 
 from __future__ import annotations
 
-from asc_deploy.config import GatesConfig
+from asc_deploy.config import Decision, GatesConfig
 from asc_deploy.records import Measurement, Pick, Results
+from asc_deploy.report import decision as D
 from asc_deploy.report import results as R
-
-EPS = 1e-9  # a delta of exactly -budget is within budget despite float rounding
 
 
 def _pick(
@@ -43,14 +44,15 @@ def _pick(
     )
 
 
-def within_budget(results: Results, budget: float) -> set[R.Key]:
-    """(model, variant) pairs evaluated no more than `budget` points below the reference, on the
-    primary metric and on each of the task's guarded ones."""
-    primary = results.task.primary_metric
+def within_budget(
+    results: Results, budget: float, decision: Decision = "non-inferior"
+) -> set[R.Key]:
+    """(model, variant) pairs judged to lose no more than `budget` points against the reference
+    under `decision`, on the primary metric and on each of the task's guarded ones."""
     return {
         ev.key
         for ev in results.evaluations
-        if (worst := ev.worst_drop(primary)) is not None and worst[0] <= budget + EPS
+        if (judged := D.judge(results, ev, decision)) is not None and judged.within(budget)
     }
 
 
@@ -58,7 +60,7 @@ def recommend(results: Results, gates: GatesConfig) -> dict[str, Pick]:
     """Provider -> the pick (see the module docstring); a provider with no candidate at the
     gate shape gets a Pick with model None and the reason."""
     batch, sequence = gates.speedup_shape
-    eligible = within_budget(results, gates.accuracy_budget)
+    eligible = within_budget(results, gates.accuracy_budget, gates.decision)
     index = R.measurement_index(results)
     per_host: dict[str, dict[str, list[Measurement]]] = {}
     for m in R.measurements(results):
