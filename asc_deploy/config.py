@@ -332,6 +332,9 @@ class QpsGateConfig(Strict):
         return self
 
 
+Decision = Literal["non-inferior", "point"]
+
+
 class GatesConfig(Strict):
     max_accuracy_drop: float | None = Field(None, ge=0)  # points, vs the uncompressed model
     min_speedup: float | None = Field(None, gt=0)
@@ -346,6 +349,9 @@ class GatesConfig(Strict):
     min_qps_at_bound: QpsGateConfig | None = None  # needs bench.scenarios.run to include Server
     # Points: the recommendation picks the fastest artifact within this of the reference.
     accuracy_budget: float = Field(1.0, ge=0)
+    # What "within" means for the budget and max_accuracy_drop (report/decision.py): the paired
+    # difference's one-sided 95% lower bound (non-inferior), or its point estimate.
+    decision: Decision = "non-inferior"
     # Share of predictions that may differ between batch 1 and a server's batch before the
     # report flags a variant "batch-dependent" (a flag, not a gate).
     batch_flip_bound: float = Field(0.005, ge=0, le=1)

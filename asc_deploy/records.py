@@ -187,16 +187,6 @@ class Evaluation(Record):
     def key(self) -> tuple[str, str]:
         return (self.model, self.variant)
 
-    def worst_drop(self, primary_metric: str) -> tuple[float, str] | None:
-        """(points lost, metric) at the worst of the primary and the guarded metrics."""
-        if self.delta is None:
-            return None
-        # 0.0 - d, not -d: a zero delta is a drop of 0, never of -0.0
-        deltas = {primary_metric: self.delta, **self.guarded_deltas}
-        drops = {k: 0.0 - d for k, d in deltas.items()}
-        metric = max(drops, key=lambda k: drops[k])
-        return drops[metric], metric
-
 
 # -- bench ----------------------------------------------------------------------------------------
 Milliseconds = Annotated[float, Field(ge=0)]  # a negative time made a "-33x" speedup

@@ -123,6 +123,36 @@ def tiny_config(tmp: Path, name: str) -> dict:
     }
 
 
+def with_wrong_answers(results, model: str, variant: str, k: int, folder: Path):
+    """The run's Results as if (model, variant) had got k more examples wrong, ones the
+    uncompressed model gets right: its predictions file rewritten under `folder`, its accuracy
+    and paired comparisons recomputed from it with the statistics the pipeline compares with."""
+    from asc_deploy.measure.fidelity import is_correct
+    from asc_deploy.measure.statistics import compare_predictions
+    from asc_deploy.records import Results
+    from asc_deploy.tasks.evaluation import load_predictions, save_predictions
+
+    reference = load_predictions(results.reference_evaluation().predictions)
+    records = load_predictions(results.evaluation(model, variant).predictions)
+    right = [i for i, r in enumerate(reference) if is_correct(r)]
+    assert len(right) >= k and all(is_correct(records[i]) for i in right[:k])
+    for i in right[:k]:
+        records[i]["prediction"] = 1 - records[i]["prediction"]  # binary labels: now wrong
+    path = save_predictions(folder / f"{model}-{variant}.jsonl", records)
+    stats = compare_predictions(reference, records, results.task.family)
+    primary = stats[results.task.primary_metric]
+    doc = results.dump()
+    row = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == (model, variant))
+    row.update(
+        predictions=str(path),
+        primary=primary.other,
+        metrics={**row["metrics"], primary.metric: primary.other},
+        comparison=primary.to_dict(),
+        comparisons={metric: s.to_dict() for metric, s in stats.items()},
+    )
+    return Results.model_validate(doc)
+
+
 def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """`asc-deploy ARGS` in a fresh process, quiet."""
     env = {**os.environ, "ASC_QUIET": "1"}

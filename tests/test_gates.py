@@ -1,20 +1,23 @@
 """Recommendation and release gates on a real run's results, each gate both ways.
 
 The values a gate must see (a pick that drops accuracy, a slower baseline) are derived from the
-tiny end-to-end run's records (tests/pipeline_helpers.py), never invented.
+tiny end-to-end run's records (tests/pipeline_helpers.py), never invented: a changed accuracy
+under the point rule, or rewritten predictions whose paired comparison is recomputed by the
+statistics the pipeline uses, under non-inferiority.
 """
 
 from __future__ import annotations
 
 import pytest
 import yaml
+from pipeline_helpers import with_wrong_answers
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.errors import UserError
-from asc_deploy.records import Gate, Results, load_results
+from asc_deploy.records import Gate, Pick, Results, load_results
 from asc_deploy.report import gates as G
 from asc_deploy.report import results as R
-from asc_deploy.report.recommend import recommend
+from asc_deploy.report.recommend import recommend, within_budget
 
 
 @pytest.fixture
@@ -68,8 +71,9 @@ def _reference_p50(results: Results) -> float:
     return ref.latency_ms.p50
 
 
+# -- the point rule: the recommendation and the gate as they were before non-inferiority ----------
 def test_recommendation_is_fastest_within_budget(results):
-    rec = recommend(results, _config(results))["cpu"]
+    rec = recommend(results, _config(results, decision="point"))["cpu"]
     best = _fastest_within(results, 1.0)
     assert (rec.model, rec.variant, rec.p50_ms) == (best.model, best.variant, best.latency_ms.p50)
     assert rec.speedup == pytest.approx(_reference_p50(results) / best.latency_ms.p50)
@@ -81,31 +85,146 @@ def test_recommendation_follows_the_budget(results):
     best = _fastest_within(results, 1.0)
     reference = results.reference_evaluation().primary
     worse = _with_primary(results, best.model, best.variant, reference - 1.5)
-    narrow = recommend(worse, _config(worse))["cpu"]
+    narrow = recommend(worse, _config(worse, decision="point"))["cpu"]
     second = _fastest_within(worse, 1.0)
     assert (narrow.model, narrow.variant) == (second.model, second.variant)
     assert (narrow.model, narrow.variant) != (best.model, best.variant)
-    wide = recommend(worse, _config(worse, accuracy_budget=1.5))["cpu"]
+    wide = recommend(worse, _config(worse, accuracy_budget=1.5, decision="point"))["cpu"]
     assert (wide.model, wide.variant) == (best.model, best.variant)
     off_shape = recommend(results, _config(results, speedup_shape=(1, 64)))["cpu"]
     assert off_shape.model is None and "1x64" in off_shape.reason
 
 
 def test_accuracy_gate_both_ways(results):
-    pick = recommend(results, _config(results))["cpu"]
-    ok = _run(results)["max_accuracy_drop"]
+    pick = recommend(results, _config(results, decision="point"))["cpu"]
+    ok = _run(results, decision="point")["max_accuracy_drop"]
     assert ok.passed and ok.value == pytest.approx(-pick.delta) and ok.limit == 100.0
     # The same pick, 0.7 points below the uncompressed model: within the 1.0 budget, over 0.5.
     reference = results.reference_evaluation().primary
     dropped = _with_primary(results, pick.model, pick.variant, reference - 0.7)
-    bad = _run(dropped, max_accuracy_drop=0.5)["max_accuracy_drop"]
+    bad = _run(dropped, max_accuracy_drop=0.5, decision="point")["max_accuracy_drop"]
     assert not bad.passed and bad.value == pytest.approx(0.7)
     assert bad.reason == f"{pick.model} {pick.variant} drops 0.7 points > 0.5"
     # Scope "asc": every ASC artifact, so a broken one nobody picked fails the gate too.
     broken = _with_primary(results, "asc-0.90", "torch", reference - 3.0)
-    assert _run(broken, max_accuracy_drop=1.0)["max_accuracy_drop"].passed
-    wide = _run(broken, scope="asc", max_accuracy_drop=1.0)["max_accuracy_drop"]
+    assert _run(broken, max_accuracy_drop=1.0, decision="point")["max_accuracy_drop"].passed
+    wide = _run(broken, scope="asc", max_accuracy_drop=1.0, decision="point")["max_accuracy_drop"]
     assert not wide.passed and wide.reason == "asc-0.90 torch drops 3.0 points > 1.0"
+
+
+# -- non-inferiority: the one-sided 95% lower bound decides ---------------------------------------
+def _fastest_shown(results: Results, budget: float):
+    """The non-inferior recommendation, computed here from the measurements and the stored
+    one-sided bounds directly."""
+    reference = results.reference_evaluation().key
+    candidates = [
+        m
+        for m in results.bench[0].measurements
+        if m.shape == (1, 16)
+        and (ev := results.evaluation(m.model, m.variant)) is not None
+        and (ev.key == reference or ev.comparison["ni_low"] >= -budget)
+    ]
+    return min(candidates, key=lambda m: m.latency_ms.p50)
+
+
+@pytest.fixture
+def one_wrong(results, tmp_path) -> tuple[Results, Pick]:
+    """The run with its recommended artifact wrong on one more of its 24 examples, one the
+    uncompressed model gets right; and that artifact."""
+    pick = recommend(results, _config(results))["cpu"]
+    return with_wrong_answers(results, pick.model, pick.variant, 1, tmp_path), pick
+
+
+def _key(pick) -> tuple[str, str]:
+    return (pick.model, pick.variant)
+
+
+def test_the_recommendation_is_the_fastest_artifact_shown_non_inferior(results):
+    for budget in (1.0, 20.0):
+        shown = recommend(results, _config(results, accuracy_budget=budget))["cpu"]
+        assert _key(shown) == _key(_fastest_shown(results, budget))
+        point = recommend(results, _config(results, accuracy_budget=budget, decision="point"))
+        assert _key(point["cpu"]) == _key(_fastest_within(results, budget))
+
+
+def test_non_inferiority_takes_the_bound_where_the_point_rule_takes_the_delta(one_wrong):
+    flipped, pick = one_wrong
+    comparison = flipped.evaluation(*_key(pick)).comparison
+    # One of 24 wrong: -4.17 points; the bootstrap's 5% quantile is 3 of 24 wrong, -12.5.
+    assert comparison["delta"] == pytest.approx(-100 / 24)
+    assert comparison["ni_low"] == pytest.approx(-12.5) and comparison["ni_confidence"] == 0.95
+    assert _key(pick) in within_budget(flipped, 5.0, "point")
+    assert _key(pick) not in within_budget(flipped, 5.0)
+    assert _key(pick) in within_budget(flipped, 12.5)
+    shown = recommend(flipped, _config(flipped, accuracy_budget=5))["cpu"]
+    assert _key(shown) == _key(_fastest_shown(flipped, 5)) != _key(pick)
+    point = recommend(flipped, _config(flipped, accuracy_budget=5, decision="point"))["cpu"]
+    assert _key(point) == _key(_fastest_within(flipped, 5))
+
+
+def test_accuracy_gate_names_the_one_sided_bound(one_wrong):
+    flipped, pick = one_wrong
+    chosen = {"cpu": Pick(model=pick.model, variant=pick.variant)}
+    gate = G.accuracy_gate(flipped, chosen, 5.0, "recommended")
+    assert not gate.passed and gate.value == pytest.approx(12.5)
+    label = f"{pick.model} {pick.variant}"
+    assert gate.reason == f"{label}: \u22124.17 [one-sided 95% lower bound \u221212.50] < \u22125.0"
+    assert G.accuracy_gate(flipped, chosen, 12.5, "recommended").passed
+    point = G.accuracy_gate(flipped, chosen, 5.0, "recommended", "point")
+    assert point.passed and point.reason == f"{label} drops 4.17 points <= 5.0"
+    # What the non-inferior recommendation picks instead passes at that limit.
+    gates = _run(flipped, accuracy_budget=5, max_accuracy_drop=5)
+    assert gates["max_accuracy_drop"].passed
+
+
+@pytest.mark.parametrize("decision", ["non-inferior", "point"])
+def test_gate_and_recommendation_agree_on_every_artifact(one_wrong, decision):
+    flipped, _ = one_wrong
+    for budget in (1.0, 5.0, 13.0):
+        within = within_budget(flipped, budget, decision)
+        for ev in flipped.evaluations:
+            chosen = {"cpu": Pick(model=ev.model, variant=ev.variant)}
+            gate = G.accuracy_gate(flipped, chosen, budget, "recommended", decision)
+            assert gate.passed == (ev.key in within), (ev.key, budget, gate.reason)
+    assert flipped.reference_evaluation().key in within_budget(flipped, 0.0)
+
+
+def test_an_evaluation_without_a_stored_bound_is_undecided(results):
+    """A results.json written before the bound: it loads, its artifacts are not shown within
+    any budget (the uncompressed model still is), and the gate says which field is missing."""
+    doc = results.dump()
+    for ev in doc["evaluations"]:
+        for comparison in (ev["comparison"], *ev["comparisons"].values()):
+            for field in ("ni_low", "ni_confidence", "rms_difference"):
+                del comparison[field]
+    del doc["run"]["config"]["gates"]["decision"]
+    old = Results.model_validate(doc)
+    assert G.gates_config(old).decision == "non-inferior"
+    assert within_budget(old, 100.0) == {old.reference_evaluation().key}
+    assert within_budget(old, 1.0, "point") == within_budget(results, 1.0, "point")
+    rec = recommend(old, _config(old))["cpu"]
+    assert (rec.model, rec.variant) == old.reference_evaluation().key
+    gate = _run(old, scope="asc")["max_accuracy_drop"]
+    assert not gate.passed and gate.value is None
+    assert (
+        "no one-sided 95% lower bound stored for accuracy (comparison field ni_low" in gate.reason
+    )
+    assert "set gates.decision: point" in gate.reason
+
+
+def test_an_unknown_decision_is_one_error_naming_the_key(tmp_path, results):
+    from asc_deploy.config import load_run_config
+
+    config = tmp_path / "run.yaml"
+    config.write_text(
+        yaml.safe_dump({"model": "m", "task": {"preset": "sst2"}, "gates": {"decision": "ci"}})
+    )
+    with pytest.raises(UserError, match="key 'gates.decision': Input should be") as raised:
+        load_run_config(config)
+    assert "\n" not in str(raised.value)
+    results.run.config["gates"]["decision"] = "ci"
+    with pytest.raises(UserError, match="run.config.gates.decision"):
+        G.gates_config(results)
 
 
 def test_speedup_gate_both_ways(results):

@@ -186,8 +186,31 @@ def test_a_model_that_stops_answering_is_neither_recommended_nor_passed(qa_run):
     record["metrics"]["HasAns_f1"] = ref.metrics["HasAns_f1"] - 40
     abstains = Results.model_validate(abstains)
     assert abstains.evaluation(name, "int8-dynamic").delta == 0
-    assert (name, "int8-dynamic") not in within_budget(abstains, 1.0)
+    # The point rule (the edit changed the metrics, not the paired comparisons).
+    assert (name, "int8-dynamic") not in within_budget(abstains, 1.0, "point")
     pick = Pick(model=name, variant="int8-dynamic")
-    gate = accuracy_gate(abstains, {"cpu": pick}, 1.0, "recommended")
+    gate = accuracy_gate(abstains, {"cpu": pick}, 1.0, "recommended", "point")
     assert not gate.passed and gate.value == pytest.approx(40, abs=1e-3)
     assert gate.reason == f"{name} int8-dynamic drops 40.0 points of HasAns_f1 > 1.0"
+
+
+def test_non_inferiority_bounds_the_guarded_subsets_too(qa_run):
+    """Within budget only when the one-sided bound of F1 and of each official subset clears it,
+    on the comparisons the run stored."""
+    from asc_deploy.records import Results
+    from asc_deploy.report.recommend import within_budget
+
+    _, doc = qa_run
+    results = Results.model_validate(doc)
+    reference = results.reference_evaluation().key
+    for budget in (1.0, 20.0, 100.0):
+        expected = {
+            ev.key
+            for ev in results.evaluations
+            if ev.key == reference
+            or all(
+                ev.comparisons[metric]["ni_low"] >= -budget
+                for metric in ("f1", "HasAns_f1", "NoAns_f1")
+            )
+        }
+        assert within_budget(results, budget) == expected

@@ -18,7 +18,9 @@ from asc_deploy.measure.statistics import compare_prediction_files
 from asc_deploy.records import BenchRun, Results, load_results
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
+from asc_deploy.report.gates import gates_config
 from asc_deploy.report.pareto import pareto_front
+from asc_deploy.report.recommend import recommend
 from asc_deploy.report.render import analyse, write_report
 
 EDGE = "e" * 16
@@ -227,6 +229,96 @@ def test_recommendation_says_whether_the_difference_is_significant(results):
         row = tables.recommendation_table(derived, analysed.recommendation).rows[0]
         verdict = verdict or ("significant" if stats.significant else "not significant")
         assert row[5] == f"{text}, {verdict}"
+
+
+# -- the decision lines under the recommendation ------------------------------------------------
+MINUS = "\u2212"
+
+
+def _signed(value: float) -> str:
+    return "0.00" if round(value, 2) == 0 else f"{value:+.2f}".replace("-", MINUS)
+
+
+def _not_shown_safe(results: Results, tmp_path: Path) -> tuple[Results, float]:
+    """The run and a budget at which the point rule's pick cannot be shown non-inferior: the
+    fastest artifact at the gate shape (made wrong on one more example where it predicts as
+    the uncompressed model everywhere), the budget between its point drop and its bound."""
+    from pipeline_helpers import with_wrong_answers
+
+    reference = results.reference_evaluation().key
+    fastest = min(
+        (
+            m
+            for m in results.bench[0].measurements
+            if m.shape == (1, 16) and m.key[1:3] != reference
+        ),
+        key=lambda m: m.latency_ms.p50,
+    )
+    if results.evaluation(fastest.model, fastest.variant).comparison["rms_difference"] == 0:
+        results = with_wrong_answers(results, fastest.model, fastest.variant, 1, tmp_path)
+    c = results.evaluation(fastest.model, fastest.variant).comparison
+    budget = round((max(-c["delta"], 0.0) - c["ni_low"]) / 2, 1)
+    assert max(-c["delta"], 0.0) < budget < -c["ni_low"], c
+    results.run.config["gates"]["accuracy_budget"] = budget
+    return results, budget
+
+
+def _decision_lines(md: str) -> list[str]:
+    after = md.split("### Recommendation")[1].split("### Main table")[0]
+    return [line[2:] for line in after.splitlines() if line.startswith("- ")]
+
+
+def test_report_says_what_the_point_rule_would_pick_and_why_it_is_not_shown_safe(results, tmp_path):
+    from scipy.stats import norm
+
+    derived, budget = _not_shown_safe(results, tmp_path)
+    analysed = write_report(derived, tmp_path / "report", with_plots=False)
+    shown = analysed.recommendation["cpu"]
+    point = recommend(analysed, gates_config(analysed).model_copy(update={"decision": "point"}))
+    point = point["cpu"]
+    c, s = (analysed.evaluation(p.model, p.variant).comparison for p in (point, shown))
+    assert (shown.model, shown.variant) not in (
+        (point.model, point.variant),
+        ("uncompressed", "torch"),
+    )
+    lines = _decision_lines((tmp_path / "report" / "report.md").read_text())
+    assert lines[0] == (
+        f"cpu: {shown.model} {shown.variant}, {shown.speedup:.2f}x, the fastest artifact shown "
+        f"non-inferior (within {budget:g} points at one-sided 95%): {_signed(s['delta'])} "
+        f"[one-sided 95% lower bound {_signed(s['ni_low'])}] \u2265 {MINUS}{budget:g}"
+    )
+    assert lines[1] == (
+        f"cpu: the point rule would pick {point.model} {point.variant}, {point.speedup:.2f}x, but "
+        f"it cannot be shown within {budget:g} points: {_signed(c['delta'])} [one-sided 95% "
+        f"lower bound {_signed(c['ni_low'])}] < {MINUS}{budget:g}"
+    )
+    # The power line: the point rule's pick, from its discordant share.
+    share = (c["discordant"]["b"] + c["discordant"]["c"]) / c["n"]
+    drop = norm.ppf(0.95) * 100 * (share / c["n"]) ** 0.5
+    assert lines[2].startswith(
+        f"Power (accuracy): {point.model} {point.variant} and the uncompressed model differ in "
+        f"correctness (McNemar's discordant pairs) on {share:.1%} of the {c['n']} evaluation "
+        "examples, so the smallest drop the set tells from 0 at one-sided 95% is "
+    )
+    side = "below" if drop < budget else "not below"
+    assert f" = {drop:.2f} points, {side} the {budget:g}-point budget; " in lines[2]
+    assert len(lines) == 3
+
+
+def test_report_under_the_point_rule_says_what_the_bound_shows(results, tmp_path):
+    derived, budget = _not_shown_safe(results, tmp_path)
+    derived.run.config["gates"]["decision"] = "point"
+    analysed = write_report(derived, tmp_path / "report", with_plots=False)
+    pick = analysed.recommendation["cpu"]
+    c = analysed.evaluation(pick.model, pick.variant).comparison
+    lines = _decision_lines((tmp_path / "report" / "report.md").read_text())
+    assert lines[0] == (
+        f"cpu: {pick.model} {pick.variant}, {pick.speedup:.2f}x, the fastest artifact whose point "
+        f"difference is within {budget:g} points (gates.decision: point): {_signed(c['delta'])} "
+        f"\u2265 {MINUS}{budget:g}; its one-sided 95% lower bound {_signed(c['ni_low'])} cannot "
+        f"show that it loses at most {budget:g} points"
+    )
+    assert lines[1].startswith(f"Power (accuracy): {pick.model} {pick.variant} and ")
 
 
 def test_plots_are_png_and_skip_what_cannot_be_drawn(results):

@@ -119,6 +119,50 @@ def test_baseline_regression_fails(monkeypatch, capsys, tmp_path, results):
     assert code == 0, err
 
 
+def test_a_results_json_from_before_the_bound_is_reported_and_says_what_is_missing(
+    monkeypatch, capsys, tmp_path, results
+):
+    """Written before comparisons stored the one-sided bound (and gates had `decision`): it
+    loads, only the uncompressed model is shown within the budget, and the report names the
+    missing field, the point rule's pick and the two ways to decide it."""
+    doc = results.dump()
+    for ev in doc["evaluations"]:
+        for comparison in (ev["comparison"], *ev["comparisons"].values()):
+            for field in ("ni_low", "ni_confidence", "rms_difference"):
+                del comparison[field]
+    del doc["run"]["config"]["gates"]["decision"]
+    path = _save(tmp_path / "results.json", doc)
+    code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
+    assert code == 0, err  # the gate checks the recommendation: the uncompressed model
+    written = load_results(tmp_path / "rep" / "results.json")
+    pick = written.recommendation["cpu"]
+    assert (pick.model, pick.variant) == ("uncompressed", "torch")
+    md = (tmp_path / "rep" / "report.md").read_text()
+    lines = [line for line in md.splitlines() if line.startswith("- cpu: ")]
+    assert lines[0] == (
+        "- cpu: no faster artifact is shown within 1 point of the uncompressed model at "
+        "one-sided 95%, so uncompressed torch stays the recommendation"
+    )
+    assert lines[1].startswith("- cpu: the point rule would pick ")
+    assert lines[1].endswith(
+        "but it cannot be shown within 1 point: no one-sided 95% lower bound stored for accuracy "
+        "(comparison field ni_low; this results.json predates it): re-run `asc-deploy run` on "
+        "its config (stages are reused, comparisons recomputed), or set gates.decision: point"
+    )
+    assert "- Power: not computed: the comparison of " in md
+
+
+def test_an_unknown_decision_in_results_json_is_one_error_line(
+    monkeypatch, capsys, tmp_path, results
+):
+    doc = results.dump()
+    doc["run"]["config"]["gates"]["decision"] = "bayes"
+    path = _save(tmp_path / "results.json", doc)
+    code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert err.startswith("error: ") and "run.config.gates.decision" in err
+
+
 @pytest.mark.parametrize(
     "content, message",
     [

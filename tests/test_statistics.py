@@ -12,8 +12,10 @@ from asc_deploy.measure.statistics import (
     compare_prediction_files,
     compare_predictions,
     compare_scores,
+    examples_for,
     mcnemar_exact,
-    paired_bootstrap_ci,
+    minimal_detectable_drop,
+    paired_bootstrap_bounds,
     per_example_scores,
     seed_summary,
 )
@@ -46,26 +48,85 @@ def test_mcnemar_exact_on_a_known_table():
 
 def test_bootstrap_interval_collapses_when_every_difference_is_equal():
     reference = np.array([10.0, 40.0, 70.0, 20.0, 90.0])
-    low, high = paired_bootstrap_ci(reference, reference + 2.5)
-    assert low == pytest.approx(2.5) and high == pytest.approx(2.5)
+    low, high, ni_low = paired_bootstrap_bounds(reference, reference + 2.5)
+    assert low == high == ni_low == pytest.approx(2.5)
 
 
 def test_bootstrap_interval_of_a_symmetric_case_holds_zero():
     ref, other = _table(40, 30, 30, 0)
-    low, high = paired_bootstrap_ci(100.0 * np.array(ref), 100.0 * np.array(other))
+    low, high, ni_low = paired_bootstrap_bounds(100.0 * np.array(ref), 100.0 * np.array(other))
     # Half the discordant pairs gain 100, half lose 100: se = 100 * sqrt(60/100) / 10 = 7.75
-    # points, so a 95% interval spans about +-1.96 se = +-15.2.
+    # points, so a 95% interval spans about +-1.96 se = +-15.2, and the one-sided 95% lower
+    # bound sits at about -1.645 se = -12.7.
     assert low < 0 < high
     assert -19 < low < -11 and 11 < high < 19
+    assert low < ni_low < 0 and -15 < ni_low < -10.5
 
 
 def test_bootstrap_interval_is_seeded():
     rng = np.random.default_rng(1)
     reference = 100 * rng.random(50)
     other = reference + rng.normal(1.0, 5.0, 50)
-    interval = paired_bootstrap_ci(reference, other, seed=3)
-    assert paired_bootstrap_ci(reference, other, seed=3) == interval
-    assert paired_bootstrap_ci(reference, other, seed=4) != interval
+    bounds = paired_bootstrap_bounds(reference, other, seed=3)
+    assert paired_bootstrap_bounds(reference, other, seed=3) == bounds
+    assert paired_bootstrap_bounds(reference, other, seed=4) != bounds
+
+
+def test_one_sided_bound_is_the_lower_end_of_the_two_sided_90_percent_interval():
+    """Read off the same bootstrap distribution as the 95% interval: the same number a fresh
+    90% bootstrap with the same seed gives."""
+    rng = np.random.default_rng(2)
+    reference = 100.0 * (rng.random(300) < 0.8)
+    other = np.where(rng.random(300) < 0.1, 100.0 - reference, reference)
+    _, _, ni_low = paired_bootstrap_bounds(reference, other)
+    low90, _, _ = paired_bootstrap_bounds(reference, other, confidence=0.90)
+    assert ni_low == low90
+
+
+def _known_drop(n: int, drop: float, disagreement: float) -> tuple[list[bool], list[bool]]:
+    """n paired outcomes on which the other model is `drop` points worse and differs from the
+    reference on a `disagreement` share (b - c = drop% of n, b + c = disagreement of n, both
+    whole numbers at the n asked for); the reference is right on 80%."""
+    b, c = n * (disagreement + drop / 100) / 2, n * (disagreement - drop / 100) / 2
+    assert b == pytest.approx(round(b)) and c == pytest.approx(round(c)), n
+    b, c = round(b), round(c)
+    return _table(round(0.8 * n) - b, b, c, n - round(0.8 * n) - c)
+
+
+def _bound(n: int, drop: float, disagreement: float):
+    ref, other = _known_drop(n, drop, disagreement)
+    return compare_predictions(_records(ref), _records(other), "classification")["accuracy"]
+
+
+def test_a_half_point_drop_is_shown_within_one_point_only_on_a_large_enough_set():
+    """A true 0.5-point drop with 5% disagreement: the one-sided bound, delta - 1.645 se with
+    se = 100 * sqrt(0.05 / n), clears -1 once 1.645 se < 0.5, about 5,400 examples; the power
+    formula says so, and the bootstrap agrees on either side of it."""
+    rms = 100 * np.sqrt(0.05)
+    needed = examples_for(0.5, rms)  # the n at which 1.645 se = 1 - 0.5
+    assert 5300 < needed < 5500
+    # About half and twice that, at sizes where the counts are whole (multiples of 400).
+    small, large = _bound(2400, 0.5, 0.05), _bound(11200, 0.5, 0.05)
+    assert small.delta == pytest.approx(-0.5) and large.delta == pytest.approx(-0.5)
+    assert small.ni_low < -1 < large.ni_low < small.delta
+    assert small.rms_difference == pytest.approx(rms, rel=1e-3)
+    assert minimal_detectable_drop(small.rms_difference, small.n) > 0.5
+    assert minimal_detectable_drop(large.rms_difference, large.n) < 0.5
+    # The point estimate is within 1 point at either size: only the bound tells them apart.
+    assert small.delta > -1 and large.delta > -1
+
+
+@pytest.mark.parametrize("n", [1000, 20000])
+def test_a_two_point_drop_is_never_within_one_point(n):
+    result = _bound(n, 2.0, 0.05)
+    assert result.delta == pytest.approx(-2.0)
+    assert result.ni_low < result.delta < -1
+
+
+def test_minimal_detectable_drop_is_1_645_standard_errors():
+    # 5% disagreement on 872 examples (SST-2's dev set): 1.645 * 100 * sqrt(0.05 / 872) points.
+    assert minimal_detectable_drop(100 * np.sqrt(0.05), 872) == pytest.approx(1.2456, abs=1e-4)
+    assert examples_for(1.0, 100 * np.sqrt(0.05)) == 1353  # (1.645 * 22.36 / 1)^2, rounded up
 
 
 def test_classification_comparison_significant_and_not():

@@ -8,7 +8,10 @@ id (`fidelity.align`):
   unanswerable questions (SQuAD 2.0), also `HasAns_*` and `NoAns_*`: the same scores over that
   subset's questions only, as the official scorer splits them;
 - the difference of the means (other - reference) with a 95% paired bootstrap interval
-  (`scipy.stats.bootstrap`, paired=True, 2000 resamples, seeded). The percentile method, not
+  (`scipy.stats.bootstrap`, paired=True, 2000 resamples, seeded), and from the same bootstrap
+  distribution the one-sided 95% lower bound (`ni_low`, the lower end of the two-sided 90%
+  interval) on which a non-inferiority decision rests: an artifact loses at most B points, at
+  one-sided 95% confidence, when ni_low >= -B. The percentile method, not
   BCa: two artifacts that predict alike on every example (fp32 vs optimised ONNX) give equal
   differences everywhere, where the percentile interval collapses to that value and BCa is
   undefined (NaN, its acceleration is 0/0); and for a mean over hundreds of bounded
@@ -20,12 +23,19 @@ id (`fidelity.align`):
 - a difference is *significant* when the interval excludes 0 and, for classification, McNemar's
   p < 0.05 as well (both must agree; a borderline case where they do not is reported as not
   significant);
+- the power of the set: `rms_difference`, the root mean square of the per-example differences,
+  gives the standard error of the mean difference when the true difference is 0, SE0 = rms /
+  sqrt(n); the smallest drop the set can tell from 0 at one-sided 95% is z * SE0, z = 1.645
+  (`minimal_detectable_drop`). For right/wrong outcomes each difference is 0 or +-100 points, so
+  rms = 100 * sqrt(p_disc), p_disc = (b + c) / n the discordant share McNemar counts, and
+  SE0 = 100 * sqrt(p_disc / n);
 - random baselines over several seeds: mean and sample standard deviation (ddof=1; none for one
   seed).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +47,7 @@ from asc_deploy.errors import UserError
 
 Family = Literal["classification", "question-answering"]
 CONFIDENCE = 0.95
+NON_INFERIORITY = 0.95  # one-sided: the lower end of the two-sided 90% interval
 RESAMPLES = 2000
 SEED = 0
 SIGNIFICANCE = 0.05
@@ -67,6 +78,9 @@ class PairedComparison:
     ci_low: float
     ci_high: float
     confidence: float
+    ni_low: float  # the one-sided `ni_confidence` lower bound of delta
+    ni_confidence: float
+    rms_difference: float  # sqrt(mean((other - reference)^2)) per example: the set's power
     p_value: float | None  # exact McNemar (classification); None where there is no such test
     discordant: McNemar | None
     significant: bool
@@ -139,32 +153,45 @@ def _qa_scores(records: Sequence[dict[str, Any]]) -> dict[str, np.ndarray]:
 
 
 # -- tests ----------------------------------------------------------------------------------------
-def paired_bootstrap_ci(
+def paired_bootstrap_bounds(
     reference: np.ndarray,
     other: np.ndarray,
     confidence: float = CONFIDENCE,
     n_resamples: int = RESAMPLES,
     seed: int = SEED,
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of mean(other) - mean(reference), resampling examples."""
+) -> tuple[float, float, float]:
+    """Percentile bootstrap bounds of mean(other) - mean(reference), resampling examples: the
+    two-sided `confidence` interval (low, high) and the one-sided NON_INFERIORITY lower bound,
+    both read off one bootstrap distribution."""
     from scipy.stats import bootstrap
 
     def mean_difference(ref, oth, axis=-1):
         return np.mean(oth, axis=axis) - np.mean(ref, axis=axis)
 
-    result = bootstrap(
-        (np.asarray(reference, dtype=float), np.asarray(other, dtype=float)),
+    data = (np.asarray(reference, dtype=float), np.asarray(other, dtype=float))
+    common = dict(paired=True, vectorized=True, method=METHOD)
+    two_sided = bootstrap(
+        data,
         mean_difference,
-        paired=True,
-        vectorized=True,
         n_resamples=n_resamples,
         batch=200,  # bounds memory: 200 resamples of the whole set at a time
         confidence_level=confidence,
-        method=METHOD,
         rng=np.random.default_rng(seed),
+        **common,
     )
-    interval = result.confidence_interval
-    return float(interval.low), float(interval.high)
+    # No new resamples: the one-sided bound comes from the distribution just drawn, so the two
+    # bounds never disagree by resampling noise.
+    lower = bootstrap(
+        data,
+        mean_difference,
+        n_resamples=0,
+        bootstrap_result=two_sided,
+        confidence_level=NON_INFERIORITY,
+        alternative="greater",
+        **common,
+    )
+    interval = two_sided.confidence_interval
+    return float(interval.low), float(interval.high), float(lower.confidence_interval.low)
 
 
 def mcnemar_exact(reference_correct: Sequence[bool], other_correct: Sequence[bool]) -> McNemar:
@@ -197,7 +224,7 @@ def compare_scores(
             f"a paired comparison needs at least 2 examples (got {len(reference)}); "
             "evaluate on more examples"
         )
-    low, high = paired_bootstrap_ci(reference, other, confidence, n_resamples, seed)
+    low, high, ni_low = paired_bootstrap_bounds(reference, other, confidence, n_resamples, seed)
     discordant = mcnemar_exact(reference > 0, other > 0) if with_mcnemar else None
     excludes_zero = low > 0 or high < 0
     agrees = discordant is None or discordant.p_value < SIGNIFICANCE
@@ -211,6 +238,9 @@ def compare_scores(
         ci_low=low,
         ci_high=high,
         confidence=confidence,
+        ni_low=ni_low,
+        ni_confidence=NON_INFERIORITY,
+        rms_difference=float(np.sqrt(np.mean((other - reference) ** 2))),
         p_value=discordant.p_value if discordant else None,
         discordant=discordant,
         significant=excludes_zero and agrees,
@@ -261,6 +291,28 @@ def compare_prediction_files(
     return compare_predictions(
         load_predictions(reference), load_predictions(other), family, seed=seed
     )
+
+
+def minimal_detectable_drop(rms_difference: float, n: int) -> float:
+    """The smallest drop, in points, that n paired examples tell from 0 at one-sided 95%.
+
+    z * SE0 with SE0 = rms_difference / sqrt(n), the standard error of the mean per-example
+    difference when the true difference is 0, and z the normal quantile (1.645 at 95%). For
+    right/wrong outcomes rms_difference = 100 * sqrt(p_disc), p_disc = (b + c) / n, so this is
+    1.645 * 100 * sqrt(p_disc / n). An artifact that truly loses nothing is shown within a budget
+    B about half the time once this is B, so a set sized for B has this well below B.
+    """
+    from scipy.stats import norm
+
+    return float(norm.ppf(NON_INFERIORITY) * rms_difference / np.sqrt(n))
+
+
+def examples_for(budget: float, rms_difference: float) -> int:
+    """The evaluation examples at which `minimal_detectable_drop` falls to `budget`:
+    (z * rms_difference / budget)^2, at the same per-example differences."""
+    from scipy.stats import norm
+
+    return math.ceil((norm.ppf(NON_INFERIORITY) * rms_difference / budget) ** 2)
 
 
 def seed_summary(values: Sequence[float]) -> SeedSummary:

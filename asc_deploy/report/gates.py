@@ -38,10 +38,11 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from asc_deploy.config import GatesConfig, QpsGateConfig
+from asc_deploy.config import Decision, GatesConfig, QpsGateConfig
 from asc_deploy.errors import UserError
 from asc_deploy.measure.scenarios import check_min_qps, reference_variant
 from asc_deploy.measure.speed_trial import decide
+from asc_deploy.measure.statistics import MINUS
 from asc_deploy.records import (
     BenchRun,
     Evaluation,
@@ -53,6 +54,7 @@ from asc_deploy.records import (
     host_label,
     load_results,
 )
+from asc_deploy.report import decision as D
 from asc_deploy.report import results as R
 
 Scope = Literal["recommended", "asc"]
@@ -116,31 +118,65 @@ def _scoped_evaluations(
 
 
 def accuracy_gate(
-    results: Results, recommendation: dict[str, Pick], limit: float, scope: Scope
+    results: Results,
+    recommendation: dict[str, Pick],
+    limit: float,
+    scope: Scope,
+    decision: Decision = "non-inferior",
 ) -> Gate:
-    primary = results.task.primary_metric
-    drops = [
-        (*worst, e)
+    """Passes when every scoped artifact is within `limit` points under `decision`
+    (report/decision.py, the recommendation's rule); the worst one decides. Its value is the
+    drop it is judged on: at the one-sided 95% lower bound ("non-inferior"), or at the point
+    estimate ("point"). An artifact with no stored bound is undecided and fails, named."""
+    judged = [
+        (j, e)
         for e in _scoped_evaluations(results, recommendation, scope)
-        if (worst := e.worst_drop(primary)) is not None
+        if (j := D.judge(results, e, decision)) is not None
     ]
-    if not drops:
+    if not judged:
         return Gate(
             name="max_accuracy_drop", passed=False, value=None, limit=limit, reason=_nothing(scope)
         )
-    drop, metric, worst = max(drops, key=lambda d: d[0])
-    passed = drop <= limit + EPS
-    verb = "<=" if passed else ">"
-    on = "" if metric == primary else f" of {metric}"  # a guarded metric is the worst: name it
-    reason = (
-        f"{_label(worst)} drops {fmt_limit(round(drop, 2))} points{on} {verb} {fmt_limit(limit)}"
-    )
-    if drop < 0:  # an improvement: say so rather than "drops -0.5"
-        gain = fmt_limit(round(-drop, 2))
-        reason = f"{_label(worst)} gains {gain} points (limit {fmt_limit(limit)})"
+    worst, ev = max(judged, key=lambda t: (t[0].drop is None, t[0].drop or 0.0))
+    if decision == "point":
+        reason = _point_reason(_label(ev), worst, results.task.primary_metric, limit)
+    else:
+        on = "" if worst.metric == results.task.primary_metric else f" {worst.metric}"
+        reason = f"{_label(ev)}{on}: {accuracy_phrase(worst, limit)}"
+    value = None if worst.drop is None else round(worst.drop, 4)
     return Gate(
-        name="max_accuracy_drop", passed=passed, value=round(drop, 4), limit=limit, reason=reason
+        name="max_accuracy_drop",
+        passed=worst.within(limit),
+        value=value,
+        limit=limit,
+        reason=reason,
     )
+
+
+def accuracy_phrase(judged: D.Judged, limit: float) -> str:
+    """'−0.34 [one-sided 95% lower bound −1.52] < −1.0' (a bound), '−0.34 ≥ −1.0' (a point
+    difference), or why there is no bound."""
+    if judged.drop is None:
+        return (
+            f"no one-sided 95% lower bound stored for {judged.metric} (comparison field "
+            f"{D.BOUND}; this results.json predates it): re-run `asc-deploy run` on its config "
+            "(stages are reused, comparisons recomputed), or set gates.decision: point"
+        )
+    shown = D.signed(judged.delta)
+    if judged.bound is not None:
+        shown += f" [one-sided 95% lower bound {D.signed(judged.bound)}]"
+    verb = "≥" if judged.within(limit) else "<"
+    threshold = fmt_limit(limit) if limit == 0 else MINUS + fmt_limit(limit)
+    return f"{shown} {verb} {threshold}"
+
+
+def _point_reason(label: str, worst: D.Judged, primary: str, limit: float) -> str:
+    """The point rule's reason: 'asc-0.90 torch drops 3.0 points > 1.0'."""
+    if worst.drop < 0:  # an improvement: say so rather than "drops -0.5"
+        return f"{label} gains {fmt_limit(round(-worst.drop, 2))} points (limit {fmt_limit(limit)})"
+    verb = "<=" if worst.within(limit) else ">"
+    on = "" if worst.metric == primary else f" of {worst.metric}"  # a guarded metric: name it
+    return f"{label} drops {fmt_limit(round(worst.drop, 2))} points{on} {verb} {fmt_limit(limit)}"
 
 
 def speedup_gate(results: Results, recommendation: dict[str, Pick], config: GatesConfig) -> Gate:
@@ -360,7 +396,9 @@ def evaluate_gates(
     """Every configured gate, in a fixed order."""
     gates = []
     if config.max_accuracy_drop is not None:
-        gates.append(accuracy_gate(results, recommendation, config.max_accuracy_drop, scope))
+        gates.append(
+            accuracy_gate(results, recommendation, config.max_accuracy_drop, scope, config.decision)
+        )
     if config.min_speedup is not None:
         gates.append(speedup_gate(results, recommendation, config))
     if config.max_latency_regression is not None:

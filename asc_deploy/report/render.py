@@ -3,8 +3,9 @@
 `analyse` fills in the recommendation and the gates (from the run config's `gates:` section);
 `write_report` writes, each file atomically:
     report.md, report.html (self-contained), results.json (Results.dump()), plots/*.png
-A reader sees first the verdict (gates), then the recommendation per target, the main table,
-the plots, and last the per-host details.
+A reader sees first the verdict (gates), then the recommendation per target with what decided
+it (report/decision.py's rule) and the evaluation set's power, the main table, the plots, and
+last the per-host details.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from asc_deploy.report.gates import (
     load_baseline,
 )
 from asc_deploy.report.html import to_html_document
-from asc_deploy.report.recommend import recommend
+from asc_deploy.report.recommend import decision_lines, power_line, recommend
 from asc_deploy.report.widths import depth_width_table
 
 REPORT_FILES = ("report.md", "report.html", "results.json")
@@ -214,13 +215,22 @@ def _similarity_scale(results: Results) -> list[Block]:
     return [Paragraph(text)]
 
 
-def build_document(results: Results, images: list[Image]) -> list[Block]:
+def _decision(results: Results, config: GatesConfig) -> list[Block]:
+    """Under the recommendation: the rule it was decided on, the numbers that decided it, and
+    whether the evaluation set can resolve a drop as small as the budget."""
+    lines = decision_lines(results, config)
+    power = power_line(results, config)
+    return [Bullets(lines + ([power] if power else []))] if lines or power else []
+
+
+def build_document(results: Results, images: list[Image], config: GatesConfig) -> list[Block]:
     run, task = results.run, results.task
     blocks: list[Block] = [
         Heading(f"asc-deploy report: {run.name} on {task.name}", 1),
         *_verdict(results.gates),
         tables.gates_table(results.gates),
         tables.recommendation_table(results, results.recommendation),
+        *_decision(results, config),
         tables.main_table(results),
     ]
     every_metric = tables.metrics_table(results)
@@ -286,8 +296,9 @@ def write_report(
     for a CI step that only wants the verdict.
     """
     analysed = analyse(results, config, baseline, scope)
-    images = build_plots(analysed, config or gates_config(analysed)) if with_plots else []
-    blocks = build_document(analysed, images)
+    config = config or gates_config(analysed)
+    images = build_plots(analysed, config) if with_plots else []
+    blocks = build_document(analysed, images, config)
     title = f"asc-deploy report: {analysed.run.name}"
     # Every file staged first, so a full disk leaves no plots without report.md; results.json
     # moves in last: its presence means the whole report was written.

@@ -27,7 +27,7 @@ from asc_deploy.measure.statistics import QA_SUBSETS, SIGNIFICANCE
 from asc_deploy.records import Evaluation, Gate, Measurement, ModelEntry, Pick, Results, host_label
 from asc_deploy.report import results as R
 from asc_deploy.report.bert99 import BERT99, Int8Share, int8_shares
-from asc_deploy.report.gates import fmt_limit
+from asc_deploy.report.gates import fmt_limit, gates_config
 
 MISSING = "–"
 # Column order of the layer-choice table; criteria not listed follow in name order.
@@ -156,8 +156,6 @@ def main_table(results: Results, flip_bound: float | None = None) -> Table:
     """Every evaluated (model, variant); `flip_bound` (default: the run's gates.batch_flip_bound)
     marks a batch-dependent row."""
     if flip_bound is None:
-        from asc_deploy.report.gates import gates_config
-
         flip_bound = gates_config(results).batch_flip_bound
     ms = R.measurements(results)
     targets = _targets(ms)
@@ -421,7 +419,12 @@ def recommendation_table(results: Results, recommendation: dict[str, Pick]) -> T
     ]
     table = Table("Recommendation", headers, note="No bench measurements: nothing to recommend.")
     if recommendation:
-        table.note = "Fastest artifact within the accuracy budget on each target and host."
+        table.note = "Fastest artifact within the accuracy budget on each target and host, " + (
+            "by its point difference (gates.decision: point)."
+            if gates_config(results).decision == "point"
+            else "shown non-inferior: the one-sided 95% lower bound of its paired difference "
+            "is at least minus the budget."
+        )
     for provider, rec in recommendation.items():
         for pick in (rec.by_host or {"": rec}).values():
             if pick is None or not pick.model:
