@@ -146,7 +146,7 @@ class Pipeline:
             measure.speed_trial, self.cfg, candidate=Path(pick.artifact), model=pick.model,
             variant=pick.variant, reference=base, reference_name=baseline[0],
             provider=gates.speedup_target, shape=(pick.batch, pick.sequence),
-            limit=gates.min_speedup, host=pick.host,
+            limit=gates.min_speedup, host=pick.host, quiet_bare_ms=_bare_p50(results.bench[0]),
             sample_inputs=next((p for p in samples if p.is_file()), None),
         )  # fmt: skip
         return [trial]
@@ -452,6 +452,14 @@ class Pipeline:
             self.root / "bench.json", docs[0] if len(docs) == 1 else merge_bench(docs)
         )
         return runs
+
+
+def _bare_p50(run: BenchRun) -> float | None:
+    """The median p50 of the bench's bare loop: what an unloaded round of this host times."""
+    import statistics
+
+    bare = (run.noise or {}).get("bare_p50_ms")
+    return round(statistics.median(bare), 4) if bare else None
 
 
 def width_label(target) -> str:

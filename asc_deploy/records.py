@@ -303,9 +303,16 @@ def host_label(host: Host | dict[str, Any]) -> str:
     return f"{data.get('hostname') or 'host'} ({fp[:8]})"
 
 
+class TrialRound(Record):
+    baseline_ms: Milliseconds  # p50 of the uncompressed PyTorch model
+    candidate_ms: Milliseconds
+    bare_ms: Milliseconds | None = None  # the bench's bare loop, timed with the pair
+
+
 class SpeedTrial(Record):
     """The speed gate's pair timed back to back, round after round (measure/speed_trial.py):
-    the gate decides on these rounds' ratios, so a noisy host still gets a verdict."""
+    the gate decides on the ratios of the rounds the host was not loaded in, so a noisy host
+    still gets a verdict and a loaded one none."""
 
     host: str  # fingerprint of the host that timed it
     provider: str
@@ -316,13 +323,12 @@ class SpeedTrial(Record):
     baseline: str  # the uncompressed model, in PyTorch
     baseline_variant: str = "torch"
     limit: float = Field(gt=0)  # the min_speedup the rounds were planned against
-    pairs_ms: list[tuple[Milliseconds, Milliseconds]]  # (baseline p50, candidate p50) a round
+    rounds: list[TrialRound]
+    # The bench's own bare-loop p50 earlier in the run: a round whose bare loop ran LOAD_LIMIT
+    # times slower was loaded (None: no bare loop timed, no round counts as loaded).
+    quiet_bare_ms: Milliseconds | None = None
     looks: list[int]  # the round counts the verdict was (or would be) decided after
     test: str
-
-    @property
-    def ratios(self) -> list[float]:
-        return [base / cand for base, cand in self.pairs_ms if cand > 0]
 
 
 # -- the run --------------------------------------------------------------------------------------

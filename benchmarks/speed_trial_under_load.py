@@ -3,12 +3,13 @@ without CPU burners, at limits on either side of the true ratio.
 
     .venv/bin/python benchmarks/speed_trial_under_load.py exports/default [--burners-per-core 2]
 
-Reads `<run>/report/results.json`, takes the recommended artifact on cpu at the gate shape and
+Reads `<run>/report/results.json`, takes its recommended artifact on cpu at the gate shape and
 the uncompressed PyTorch model, and runs `measure/speed_trial.py`'s trial (the same workers and
 settings `run` uses) twice: on the quiet host, then with `--burners-per-core` busy-loop processes
 per core. Each trial is judged at the run's `min_speedup`, at a limit 20% below the quiet median
 and at one 20% above it, so the verdict can be checked against the side of each limit the truth
 is on: under load it may extend rounds or say INCONCLUSIVE, but never land on the wrong side.
+Rounds whose bare loop ran over LOAD_LIMIT x the bench's are left out, as the gate leaves them.
 Writes benchmarks/results/speed_trial_under_load.json. Run it alone on the machine.
 """
 
@@ -18,8 +19,10 @@ import argparse
 import json
 import multiprocessing
 import os
+import statistics
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +38,8 @@ from asc_deploy.measure.harness import (  # noqa: E402
     worker_spec,
 )
 from asc_deploy.measure.latency import summarize_ms  # noqa: E402
-from asc_deploy.measure.speed_trial import decide, run_trial  # noqa: E402
+from asc_deploy.measure.noise import bare_spec  # noqa: E402
+from asc_deploy.measure.speed_trial import Round, decide_rounds, loaded, run_trial  # noqa: E402
 from asc_deploy.records import load_results  # noqa: E402
 from asc_deploy.report.recommend import recommend  # noqa: E402
 
@@ -48,7 +52,10 @@ def burn() -> None:
 def trial_cells(results):
     """(candidate cell, baseline cell, pick, gates) of the run's speed gate."""
     gates = GatesConfig.model_validate(results.run.config.get("gates") or {})
-    pick = recommend(results, gates)[gates.speedup_target]
+    pick = (
+        results.recommendation.get(gates.speedup_target)
+        or recommend(results, gates)[gates.speedup_target]
+    )  # the run's own pick, as its report shows it
     batch, sequence = gates.speedup_shape
     candidate = onnx_target(Path(pick.artifact))
     reference = results.reference()
@@ -60,27 +67,32 @@ def trial_cells(results):
     return cells, pick, gates
 
 
-def timed_trial(cells, settings, limit: float, extra: int) -> dict:
+def timed_trial(cells, settings, limit: float, extra: int, quiet_bare_ms: float) -> dict:
     def measure(side: str) -> float:
-        spec = worker_spec(cells[side], settings, cells["candidate"].target.sample_inputs)
+        if side == "bare":
+            spec = bare_spec(settings)
+        else:
+            spec = worker_spec(cells[side], settings, cells["candidate"].target.sample_inputs)
         return summarize_ms(run_worker(spec, settings.worker_timeout_s)["samples_s"])["p50"]
 
     start = time.perf_counter()
-    trial = run_trial(measure, limit, extra, progress=lambda line: print(line, flush=True))
+    trial = run_trial(measure, limit, extra, quiet_bare_ms, lambda line: print(line, flush=True))
     return {
-        "pairs_ms": [[round(b, 4), round(c, 4)] for b, c in trial.pairs_ms],
+        "rounds": [{k: round(v, 4) for k, v in asdict(r).items()} for r in trial.rounds],
         "looks": trial.looks,
         "seconds": round(time.perf_counter() - start, 1),
     }
 
 
-def verdicts(trial: dict, limits: dict[str, float]) -> dict[str, dict]:
-    ratios = [b / c for b, c in trial["pairs_ms"]]
-    out = {}
+def verdicts(trial: dict, limits: dict[str, float], quiet_bare_ms: float) -> dict[str, dict]:
+    """Each limit judged on the trial's rounds as the gate judges them (loaded rounds out)."""
+    rounds = [Round(**r) for r in trial["rounds"]]
+    out = {"loaded_rounds": sum(loaded(r, quiet_bare_ms) for r in rounds)}
     for name, limit in limits.items():
-        d = decide(ratios, limit, len(trial["looks"]))
-        out[name] = {"limit": round(limit, 3), "state": d.state, "median": round(d.median, 3),
-                     "low": d.low, "high": d.high}  # fmt: skip
+        d = decide_rounds(rounds, quiet_bare_ms, limit, len(trial["looks"]))
+        out[name] = {"limit": round(limit, 3), "state": d.state if d else "inconclusive",
+                     "median": d and round(d.median, 3), "low": d and d.low,
+                     "high": d and d.high}  # fmt: skip
     return out
 
 
@@ -101,9 +113,10 @@ def main() -> None:
         min_seconds=bench_config["min_seconds"],
     ).validated()
     extra = gates.max_extra_rounds
+    quiet_bare_ms = statistics.median(results.bench[0].noise["bare_p50_ms"])
     print(f"quiet trial: {pick.model} {pick.variant} vs uncompressed torch", flush=True)
-    quiet = timed_trial(cells, settings, gates.min_speedup, extra)
-    median = decide([b / c for b, c in quiet["pairs_ms"]], gates.min_speedup, 1).median
+    quiet = timed_trial(cells, settings, gates.min_speedup, extra, quiet_bare_ms)
+    median = statistics.median(r["baseline_ms"] / r["candidate_ms"] for r in quiet["rounds"])
     limits = {"gate": gates.min_speedup, "below": median * 0.8, "above": median * 1.2}
     burners = [multiprocessing.Process(target=burn, daemon=True)
                for _ in range(args.burners_per_core * (os.cpu_count() or 1))]  # fmt: skip
@@ -111,7 +124,7 @@ def main() -> None:
         b.start()
     try:
         print(f"loaded trial: {len(burners)} burners", flush=True)
-        loaded = timed_trial(cells, settings, limits["above"], extra)
+        loaded_trial = timed_trial(cells, settings, limits["above"], extra, quiet_bare_ms)
     finally:
         for b in burners:
             b.terminate()
@@ -120,8 +133,9 @@ def main() -> None:
         "candidate": [pick.model, pick.variant],
         "shape": list(gates.speedup_shape),
         "burners": len(burners),
-        "quiet": {**quiet, "verdicts": verdicts(quiet, limits)},
-        "loaded": {**loaded, "verdicts": verdicts(loaded, limits)},
+        "quiet_bare_ms": quiet_bare_ms,
+        "quiet": {**quiet, "verdicts": verdicts(quiet, limits, quiet_bare_ms)},
+        "loaded": {**loaded_trial, "verdicts": verdicts(loaded_trial, limits, quiet_bare_ms)},
     }
     args.out.write_text(json.dumps(doc, indent=2) + "\n")
     print(json.dumps({k: doc[k]["verdicts"] for k in ("quiet", "loaded")}, indent=2))

@@ -459,9 +459,12 @@ def test_speedup_gate_is_inconclusive_on_a_busy_host(results):
     )
 
 
-def _with_trial(results: Results, ratios: list[float], looks=(7, 10, 13, 16)) -> Results:
+def _with_trial(
+    results: Results, ratios: list[float], looks=(7, 10, 13, 16), bares=None
+) -> Results:
     """The run as if `run` had timed its pick back to back with the uncompressed PyTorch model
-    and measured these per-round ratios (the pick's own p50 on the candidate side)."""
+    and measured these per-round ratios (the pick's own p50 on the candidate side), with the
+    bare loop at `bares` ms a round (the bench's: 0.2 ms)."""
     pick = recommend(results, _config(results))["cpu"]
     doc = results.dump()
     doc["speed_trials"] = [
@@ -474,7 +477,11 @@ def _with_trial(results: Results, ratios: list[float], looks=(7, 10, 13, 16)) ->
             "variant": pick.variant,
             "baseline": "uncompressed",
             "limit": 1.5,
-            "pairs_ms": [[pick.p50_ms * r, pick.p50_ms] for r in ratios],
+            "rounds": [
+                {"baseline_ms": pick.p50_ms * r, "candidate_ms": pick.p50_ms, "bare_ms": bare}
+                for r, bare in zip(ratios, bares or [0.2] * len(ratios), strict=True)
+            ],
+            "quiet_bare_ms": 0.2,
             "looks": list(looks),
             "test": "exact sign test",
         }
@@ -499,7 +506,7 @@ def test_a_busy_host_no_longer_vetoes_what_the_paired_bounds_settle(results):
     doc["bench"][0]["noise"] = {"floor": 0.37, "threshold": 0.74, "host_busy": True}
     gate = _run(Results.model_validate(doc), min_speedup=1.5)["min_speedup"]
     assert gate.passed and not gate.inconclusive
-    assert "(the host was busy: bare loop spread 37%)" in gate.reason
+    assert "(the host was busy in the bench: bare loop spread 37%)" in gate.reason
 
 
 def test_a_trial_of_another_artifact_is_not_read(results):
@@ -507,3 +514,14 @@ def test_a_trial_of_another_artifact_is_not_read(results):
     doc["speed_trials"][0]["variant"] = "not-the-pick"
     gate = _run(Results.model_validate(doc), min_speedup=1e6)["min_speedup"]
     assert "back to back" not in gate.reason
+
+
+def test_rounds_under_load_are_left_out_of_the_speed_verdict(results):
+    ratios = [3.1, 2.4, 3.6, 2.9, 2.2, 3.3, 2.7] + [5.5] * 7
+    bares = [0.21] * 7 + [0.6] * 7  # the last seven under load: the bare loop 3x slower
+    gate = _run(_with_trial(results, ratios, bares=bares), min_speedup=4.0)["min_speedup"]
+    assert not gate.passed and not gate.inconclusive  # 5.5x under load does not pass 4x
+    assert "in 14 rounds (7 loaded: bare loop over 1.5x the bench's, left out)" in gate.reason
+    only_loaded = _with_trial(results, [5.5] * 7, bares=[0.6] * 7)
+    gate = _run(only_loaded, min_speedup=4.0)["min_speedup"]
+    assert gate.inconclusive and "too few rounds without load" in gate.reason

@@ -462,3 +462,20 @@ def test_report_refuses_a_bench_of_other_artifacts(
     code, _, err = run_cli(monkeypatch, capsys, *args)
     assert_one_error_line(code, err, "bench row asc-0.90/fp32 on edge-box", other[:12])
     assert not out.exists()
+
+
+def test_report_refuses_one_fingerprint_with_two_host_names(
+    full_run, run_results_file, tmp_path, monkeypatch, capsys
+):
+    """`report --bench` merges like `bench-merge`: the run's own host under another name is one
+    machine labelled twice, refused with both names and the file."""
+    root, _ = full_run
+    bench = json.loads((root / "bench.json").read_text())
+    bench["host"]["hostname"] = "someone-else"
+    path = tmp_path / "renamed.json"
+    path.write_text(json.dumps(bench))
+    out = tmp_path / "report"
+    args = ["report", run_results_file, "--bench", path, "-o", out, "--no-plots"]
+    code, _, err = run_cli(monkeypatch, capsys, *args)
+    assert_one_error_line(code, err, bench["host"]["fingerprint"], "someone-else", str(path))
+    assert not out.exists()

@@ -6,7 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from asc_deploy.measure.speed_trial import MIN_ROUNDS, decide, looks, run_trial
+from asc_deploy.measure.speed_trial import (
+    LOAD_LIMIT,
+    MIN_ROUNDS,
+    Round,
+    decide,
+    decide_rounds,
+    looks,
+    run_trial,
+)
 
 BASELINE_MS = 30.0
 
@@ -30,7 +38,7 @@ def verdict(true_ratio: float, limit: float, seed: int = 0, noise: float = 0.4, 
 def test_a_3x_pair_under_40_percent_noise_passes_1_5_and_fails_4():
     passed = verdict(3.0, 1.5)
     assert passed.decision.state == "pass"
-    assert len(passed.pairs_ms) == MIN_ROUNDS  # decided at the first look
+    assert len(passed.rounds) == MIN_ROUNDS  # decided at the first look
     assert passed.decision.low >= 1.5
     failed = verdict(3.0, 4.0)
     assert failed.decision.state == "fail"
@@ -53,7 +61,7 @@ def test_a_pair_at_the_limit_does_not_pass_more_than_the_error_rate():
 def test_a_pair_at_the_limit_extends_rounds_to_the_last_look():
     trial = verdict(1.5, 1.5, seed=1)
     if trial.decision.state == "inconclusive":
-        assert len(trial.pairs_ms) == looks(9)[-1]
+        assert len(trial.rounds) == looks(9)[-1]
 
 
 def test_the_noise_hits_the_decision_not_the_truth():
@@ -61,7 +69,7 @@ def test_the_noise_hits_the_decision_not_the_truth():
     rounds or stays undecided."""
     wide = verdict(3.1, 1.5)
     thin = verdict(1.65, 1.5, seed=3)
-    assert len(wide.pairs_ms) <= len(thin.pairs_ms)
+    assert len(wide.rounds) <= len(thin.rounds)
 
 
 def test_decide_reads_bounds_from_an_exact_sign_test():
@@ -98,3 +106,22 @@ def test_looks_are_planned_from_the_extra_round_budget():
     assert looks(0) == [MIN_ROUNDS]
     assert looks(9) == [7, 10, 13, 16]
     assert looks(4) == [7, 10, 11]
+
+
+def test_rounds_under_load_are_left_out_and_too_few_clean_ones_decide_nothing():
+    """Load moves the ratio itself (PyTorch slowed 10x, ORT int8 5.5x under two burners per
+    core): a round whose bare loop ran slower than LOAD_LIMIT x the bench's is not decided on."""
+    quiet = 0.2
+    clean = [Round(30.0, 10.0, quiet * 1.1) for _ in range(MIN_ROUNDS)]  # 3x, unloaded
+    burdened = [Round(240.0, 44.0, quiet * 3) for _ in range(MIN_ROUNDS)]  # 5.5x under load
+    d = decide_rounds(clean + burdened, quiet, 4.0, n_looks=1)
+    assert d.state == "fail" and d.median == pytest.approx(3.0)  # the load's 5.5x ignored
+    assert decide_rounds(burdened, quiet, 4.0, n_looks=1) is None
+    # Without the bench's bare p50 there is nothing to tell load by: every round counts.
+    assert decide_rounds(burdened, None, 4.0, n_looks=1).state == "pass"
+
+
+def test_a_loaded_host_extends_to_the_last_look_and_gives_no_verdict():
+    timed = {"baseline": 240.0, "candidate": 44.0, "bare": 0.2 * (LOAD_LIMIT + 1)}
+    trial = run_trial(lambda side: timed[side], 3.57, 9, quiet_bare_ms=0.2)
+    assert trial.decision is None and len(trial.rounds) == looks(9)[-1]

@@ -59,7 +59,7 @@ def report(
         raise UserError(f"--accuracy-scope '{accuracy_scope}' must be 'recommended' or 'asc'")
     out_dir = output or results_file.parent / "report"
     check_writable(out_dir)  # a read-only -o: one line before the analysis and the plots
-    runs = [run for path in bench or [] for run in load_bench_runs(path)]
+    runs = [(run, str(path)) for path in bench or [] for run in load_bench_runs(path)]
     results = R.merge_bench(load_results(results_file), runs)
     reconcile(results, str(results_file))  # an edited metric is refused, not believed
     config = gates_config(results)

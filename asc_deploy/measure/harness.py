@@ -605,6 +605,19 @@ def load_bench(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def check_host_name(named: dict[str, tuple[Any, Any]], host: dict[str, Any], source: Any) -> None:
+    """Refuse a host fingerprint under a second hostname (`named`: fingerprint -> the first
+    (hostname, source) seen): the report would label one machine's numbers with another's name."""
+    fingerprint, hostname = host["fingerprint"], host.get("hostname")
+    first = named.setdefault(fingerprint, (hostname, source))
+    if first[0] != hostname:
+        raise UserError(
+            f"host fingerprint {fingerprint} is named {first[0]!r} in {first[1]} but "
+            f"{hostname!r} in {source}; a fingerprint is one machine: merge the runs of "
+            "the right host"
+        )
+
+
 def merge_bench(docs: list[dict[str, Any] | tuple[dict[str, Any], Any]]) -> dict[str, Any]:
     """Several bench.json documents (from any hosts, or earlier merges) -> one bench set; each
     may come as (document, where it was read) so that a conflict names the file.
@@ -618,14 +631,7 @@ def merge_bench(docs: list[dict[str, Any] | tuple[dict[str, Any], Any]]) -> dict
     for item in docs:
         doc, source = item if isinstance(item, tuple) else (item, "a bench document")
         for run in doc["runs"] if doc.get("schema") == MERGED_SCHEMA else [doc]:
-            fingerprint, hostname = run["host"]["fingerprint"], run["host"].get("hostname")
-            first = named.setdefault(fingerprint, (hostname, source))
-            if first[0] != hostname:
-                raise UserError(
-                    f"host fingerprint {fingerprint} is named {first[0]!r} in {first[1]} but "
-                    f"{hostname!r} in {source}; a fingerprint is one machine: merge the runs of "
-                    "the right host"
-                )
+            check_host_name(named, run["host"], source)
             key = hash_json(run)
             if key not in seen:
                 seen.add(key)

@@ -19,6 +19,15 @@ candidate p50:
 The sign test assumes nothing about the noise's shape, only rounds that are independent, which
 fresh processes make plausible. MIN_ROUNDS is the fewest rounds at which it can decide at all
 with the error rate split over four looks (0.5^7 < 0.05 / 4).
+
+Real load is not noise: it moves the ratio itself. With two CPU burners per core on the 2-core
+VM, the uncompressed PyTorch model ran 10x slower and an int8 ORT artifact 5.5x slower (OpenMP's
+spinning threads suffer most from oversubscription), so a 2.98x pair measured 5.5x and passed a
+3.57x limit it fails on a quiet host. So every round also times the bench's bare loop
+(measure/noise.py); a round whose bare p50 is more than LOAD_LIMIT times the bare p50 the bench
+measured earlier in the run is *loaded*: it is kept in the record but not in the ratios decided
+on, and a trial left with too few clean rounds is inconclusive, never a verdict on what load
+did to the two runtimes.
 """
 
 from __future__ import annotations
@@ -32,10 +41,13 @@ import numpy as np
 CONFIDENCE = 0.95  # one-sided, over all looks together
 MIN_ROUNDS = 7
 STEP = 3  # rounds added before each further look
+# A round whose bare loop runs this much slower than the bench's is loaded (idle jitter on the
+# 2-core VM: up to 37% spread; two burners per core: 2-3x slower).
+LOAD_LIMIT = 1.5
 TEST = "exact sign test on per-round p50 ratios (scipy.stats.quantile_test), Bonferroni over looks"
 
 State = Literal["pass", "fail", "inconclusive"]
-Side = Literal["baseline", "candidate"]
+Side = Literal["baseline", "candidate", "bare"]
 
 
 @dataclass(frozen=True)
@@ -78,50 +90,80 @@ def _bound(result, confidence: float, side: str) -> float | None:
 
 
 @dataclass(frozen=True)
+class Round:
+    baseline_ms: float
+    candidate_ms: float
+    bare_ms: float | None  # the bare loop timed with the pair (None: not timed)
+
+
+def clean_ratios(rounds: Sequence[Round], quiet_bare_ms: float | None) -> list[float]:
+    """baseline / candidate p50 of every round whose bare loop ran at the bench's speed."""
+    return [r.baseline_ms / r.candidate_ms for r in rounds if not loaded(r, quiet_bare_ms)]
+
+
+def loaded(r: Round, quiet_bare_ms: float | None) -> bool:
+    if quiet_bare_ms is None or r.bare_ms is None:
+        return False
+    return r.bare_ms > LOAD_LIMIT * quiet_bare_ms
+
+
+def decide_rounds(
+    rounds: Sequence[Round], quiet_bare_ms: float | None, limit: float, n_looks: int
+) -> Decision | None:
+    """The decision on the clean rounds; None when fewer than MIN_ROUNDS are clean."""
+    ratios = clean_ratios(rounds, quiet_bare_ms)
+    return decide(ratios, limit, n_looks) if len(ratios) >= MIN_ROUNDS else None
+
+
+@dataclass(frozen=True)
 class Trial:
-    pairs_ms: list[tuple[float, float]]  # (baseline p50, candidate p50) per round
+    rounds: list[Round]
     looks: list[int]
-    decision: Decision
-
-    @property
-    def ratios(self) -> list[float]:
-        return ratios(self.pairs_ms)
-
-
-def ratios(pairs_ms: Sequence[tuple[float, float]]) -> list[float]:
-    return [base / cand for base, cand in pairs_ms]
+    decision: Decision | None  # None: too few clean rounds
 
 
 def run_trial(
     measure: Callable[[Side], float],
     limit: float,
     max_extra_rounds: int,
+    quiet_bare_ms: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Trial:
-    """Rounds of `measure("baseline")` and `measure("candidate")` (each a p50 in ms) until a
-    planned look decides; odd rounds time the candidate first."""
+    """Rounds of the bare loop, then `measure("baseline")` and `measure("candidate")` (each a
+    p50 in ms; odd rounds time the candidate first) until a planned look decides on the clean
+    rounds. Without `quiet_bare_ms` the bare loop is not timed and no round counts as loaded."""
     plan = looks(max_extra_rounds)
-    pairs: list[tuple[float, float]] = []
+    rounds: list[Round] = []
     decision = None
     for look in plan:
-        while len(pairs) < look:
-            order: tuple[Side, Side] = (
-                ("baseline", "candidate") if len(pairs) % 2 == 0 else ("candidate", "baseline")
-            )
-            timed = {side: measure(side) for side in order}
-            pairs.append((timed["baseline"], timed["candidate"]))
-        decision = decide(ratios(pairs), limit, len(plan))
+        while len(rounds) < look:
+            rounds.append(_round(measure, len(rounds), quiet_bare_ms is not None))
+        decision = decide_rounds(rounds, quiet_bare_ms, limit, len(plan))
         if progress:
-            progress(_progress_line(len(pairs), decision, limit))
-        if decision.state != "inconclusive":
+            progress(_progress_line(rounds, quiet_bare_ms, decision, limit))
+        if decision is not None and decision.state != "inconclusive":
             break
-    assert decision is not None  # looks() always plans at least one look
-    return Trial(pairs, plan, decision)
+    return Trial(rounds, plan, decision)
 
 
-def _progress_line(rounds: int, d: Decision, limit: float) -> str:
+def _round(measure: Callable[[Side], float], index: int, with_bare: bool) -> Round:
+    bare = measure("bare") if with_bare else None
+    order: tuple[Side, Side] = (
+        ("baseline", "candidate") if index % 2 == 0 else ("candidate", "baseline")
+    )
+    timed = {side: measure(side) for side in order}
+    return Round(timed["baseline"], timed["candidate"], bare)
+
+
+def _progress_line(
+    rounds: list[Round], quiet_bare_ms: float | None, d: Decision | None, limit: float
+) -> str:
+    busy = sum(loaded(r, quiet_bare_ms) for r in rounds)
+    head = f"speed trial: {len(rounds)} rounds ({busy} loaded)"
+    if d is None:
+        return f"{head}: too few clean rounds to decide vs {limit:g}x"
     bounds = f"[{_x(d.low)}, {_x(d.high)}]"
-    return f"speed trial: {rounds} rounds, median {d.median:.2f}x {bounds} vs {limit:g}x: {d.state}"
+    return f"{head}, median {d.median:.2f}x {bounds} vs {limit:g}x: {d.state}"
 
 
 def _x(value: float | None) -> str:

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from asc_deploy.config import Decision, GatesConfig, QpsGateConfig
 from asc_deploy.errors import UserError
 from asc_deploy.measure.scenarios import check_min_qps, reference_variant
-from asc_deploy.measure.speed_trial import decide
+from asc_deploy.measure.speed_trial import LOAD_LIMIT, decide_rounds, loaded
 from asc_deploy.measure.statistics import MINUS
 from asc_deploy.records import (
     BenchRun,
@@ -229,7 +229,7 @@ def _judge_speedup(
     run = next((r for r in results.bench if r.host.fingerprint == pick.host), None)
     trial = results.speed_trial(pick, provider)
     if trial is not None:
-        return _judge_trial(trial, limit, said, run)
+        return _judge_trial(trial, limit, said, run, pick.speedup)
     if run is not None and (run.noise or {}).get("host_busy"):
         doubt = f"the host was busy (bare session.run loop spread {run.noise['floor']:.0%})"
         return "inconclusive", pick.speedup, f"{said}, but {doubt}{quiet}"
@@ -253,21 +253,32 @@ def _judge_speedup(
 
 
 def _judge_trial(
-    trial: SpeedTrial, limit: float, said: str, run: BenchRun | None
+    trial: SpeedTrial, limit: float, said: str, run: BenchRun | None, speedup: float
 ) -> tuple[str, float, str]:
     """The verdict of the pair's back-to-back rounds (measure/speed_trial.py): the exact sign
-    test's bounds on the median ratio against the limit. The busy-host floor is reported beside
-    it, but no longer vetoes what the paired bounds settle."""
-    d = decide(trial.ratios, limit, len(trial.looks))
-    rounds = len(trial.pairs_ms)
-    bounds = f"[{_times(d.low)}, {_times(d.high)}]"
+    test's bounds on the median ratio of the rounds the host was not loaded in. The busy-host
+    floor is reported beside it, but no longer vetoes what the paired bounds settle."""
+    d = decide_rounds(trial.rounds, trial.quiet_bare_ms, limit, len(trial.looks))
+    busy = sum(loaded(r, trial.quiet_bare_ms) for r in trial.rounds)
     text = (
-        f"{said}; timed back to back with {trial.baseline} {trial.baseline_variant} in {rounds} "
-        f"rounds: median {d.median:.2f}x, one-sided 95% bounds {bounds}"
+        f"{said}; timed back to back with {trial.baseline} {trial.baseline_variant} in "
+        f"{len(trial.rounds)} rounds"
     )
+    if busy:
+        text += f" ({busy} loaded: bare loop over {LOAD_LIMIT:g}x the bench's, left out)"
     floor = (run.noise or {}).get("floor") if run is not None else None
     if floor is not None and (run.noise or {}).get("host_busy"):
-        text += f" (the host was busy: bare loop spread {floor:.0%})"
+        text += f" (the host was busy in the bench: bare loop spread {floor:.0%})"
+    if d is None:
+        return (
+            "inconclusive",
+            speedup,
+            (
+                f"{text}; too few rounds without load to decide (re-run on a machine without "
+                "other work)"
+            ),
+        )
+    text += f": median {d.median:.2f}x, one-sided 95% bounds [{_times(d.low)}, {_times(d.high)}]"
     limit_x = f"{fmt_limit(limit)}x"
     if d.state == "pass":
         return "pass", d.low, f"{text}; lower bound >= {limit_x}"

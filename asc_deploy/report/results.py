@@ -34,10 +34,16 @@ class Item(Protocol):
 T = TypeVar("T", bound=Item)
 
 
-def merge_bench(results: Results, extra: Iterable[BenchRun]) -> Results:
-    """A copy of `results` whose bench list also holds the `extra` runs (identical runs once)."""
-    merged, seen = [], set()
-    for run in [*results.bench, *extra]:
+def merge_bench(results: Results, extra: Iterable[BenchRun | tuple[BenchRun, str]]) -> Results:
+    """A copy of `results` whose bench list also holds the `extra` runs (identical runs once),
+    each may come as (run, the file it was read from); one host fingerprint under two hostnames
+    is refused, as `bench-merge` refuses it."""
+    from asc_deploy.measure.harness import check_host_name
+
+    merged, seen, named = [], set(), {}
+    tagged = [x if isinstance(x, tuple) else (x, "a bench run") for x in extra]
+    for run, where in [*((r, "results.json") for r in results.bench), *tagged]:
+        check_host_name(named, run.host.model_dump(), where)
         digest = hash_json(run.dump())
         if digest not in seen:
             seen.add(digest)

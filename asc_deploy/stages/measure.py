@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
-from asc_deploy.records import BatchedRun, BenchRun, Evaluation, ModelFolder, SpeedTrial
+from asc_deploy.records import (
+    BatchedRun,
+    BenchRun,
+    Evaluation,
+    ModelFolder,
+    SpeedTrial,
+    TrialRound,
+)
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Task
 
@@ -167,13 +175,16 @@ def speed_trial(
     shape: tuple[int, int],
     limit: float,
     host: str,
+    quiet_bare_ms: float | None = None,
     sample_inputs: Path | None = None,
 ) -> SpeedTrial:
     """The speed gate's pair (`candidate`: an artifact folder, or the reference folder for a
     PyTorch variant, against the reference in PyTorch fp32) timed back to back until the
-    paired bounds settle `limit` or the extra rounds run out (measure/speed_trial.py)."""
+    paired bounds settle `limit` or the extra rounds run out (measure/speed_trial.py);
+    `quiet_bare_ms`, the bench's bare-loop p50, tells the rounds the host was loaded in."""
     from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_worker, worker_spec
     from asc_deploy.measure.latency import summarize_ms
+    from asc_deploy.measure.noise import bare_spec
     from asc_deploy.measure.speed_trial import TEST, run_trial
     from asc_deploy.progress import status_line
 
@@ -190,11 +201,12 @@ def speed_trial(
     inputs = target.sample_inputs or sample_inputs
 
     def measure(side: str) -> float:
-        spec = worker_spec(cells[side], settings, inputs)
+        spec = bare_spec(settings) if side == "bare" else worker_spec(cells[side], settings, inputs)
         return summarize_ms(run_worker(spec, settings.worker_timeout_s)["samples_s"])["p50"]
 
     announce(f"speed trial: {model} {variant} vs {reference_name} torch, {batch}x{sequence}")
-    trial = run_trial(measure, limit, s["gates.max_extra_rounds"], progress=status_line)
+    extra = s["gates.max_extra_rounds"]
+    trial = run_trial(measure, limit, extra, quiet_bare_ms, progress=status_line)
     return SpeedTrial(
         host=host,
         provider=provider,
@@ -204,7 +216,8 @@ def speed_trial(
         variant=variant,
         baseline=reference_name,
         limit=limit,
-        pairs_ms=[(round(b, 4), round(c, 4)) for b, c in trial.pairs_ms],
+        rounds=[TrialRound(**{k: _ms(v) for k, v in asdict(r).items()}) for r in trial.rounds],
+        quiet_bare_ms=quiet_bare_ms,
         looks=trial.looks,
         test=TEST,
     )
@@ -214,3 +227,7 @@ def _torch_target(folder: Path | str, variant: str):
     from asc_deploy.measure.harness import torch_targets
 
     return next(t for t in torch_targets(folder) if t.variant == variant)
+
+
+def _ms(value: float | None) -> float | None:
+    return None if value is None else round(value, 4)
