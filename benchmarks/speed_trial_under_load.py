@@ -19,6 +19,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import time
@@ -100,19 +101,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="a finished run folder (exports/<name>)")
     parser.add_argument("--burners-per-core", type=int, default=2)
+    parser.add_argument("--extra-rounds", type=int, help="default: the run's max_extra_rounds")
     out = ROOT / "benchmarks/results/speed_trial_under_load.json"
     parser.add_argument("--out", type=Path, default=out)
     args = parser.parse_args()
     results = load_results(args.run / "report" / "results.json")
     cells, pick, gates = trial_cells(results)
     bench_config = results.run.config["bench"]
+    recorded = results.bench[0].settings  # the threads the bench (and its bare loop) ran with
     settings = BenchSettings(
-        intra_op_threads=bench_config.get("intra_op_threads"),
+        intra_op_threads=recorded["intra_op_threads"],
+        inter_op_threads=recorded["inter_op_threads"],
         warmup=bench_config["warmup"],
         min_iterations=bench_config["min_iterations"],
         min_seconds=bench_config["min_seconds"],
     ).validated()
-    extra = gates.max_extra_rounds
+    extra = gates.max_extra_rounds if args.extra_rounds is None else args.extra_rounds
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # a timeout still stops the burners
     quiet_bare_ms = statistics.median(results.bench[0].noise["bare_p50_ms"])
     print(f"quiet trial: {pick.model} {pick.variant} vs uncompressed torch", flush=True)
     quiet = timed_trial(cells, settings, gates.min_speedup, extra, quiet_bare_ms)
