@@ -343,6 +343,9 @@ class GatesConfig(Strict):
     # The speed verdict's paired rounds (measure/speed_trial.py): rounds it may add after the
     # first 7 while the bounds still straddle min_speedup (0: decide after 7).
     max_extra_rounds: int = Field(9, ge=0, le=60)
+    # A round whose bare loop runs this many times slower than the bench's was under load, which
+    # moves the ratio itself: it is left out of the verdict.
+    load_limit: float = Field(1.5, gt=1)
     max_latency_regression: float | None = Field(None, ge=0)  # fraction, vs `baseline`
     baseline: Path | None = None  # a previous results.json
     max_size_mb: float | None = Field(None, gt=0)

@@ -324,9 +324,10 @@ class SpeedTrial(Record):
     baseline_variant: str = "torch"
     limit: float = Field(gt=0)  # the min_speedup the rounds were planned against
     rounds: list[TrialRound]
-    # The bench's own bare-loop p50 earlier in the run: a round whose bare loop ran LOAD_LIMIT
+    # The bench's own bare-loop p50 earlier in the run: a round whose bare loop ran `load_limit`
     # times slower was loaded (None: no bare loop timed, no round counts as loaded).
     quiet_bare_ms: Milliseconds | None = None
+    load_limit: float = Field(1.5, gt=1)  # gates.load_limit when the trial ran
     looks: list[int]  # the round counts the verdict was (or would be) decided after
     test: str
 

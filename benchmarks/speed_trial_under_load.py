@@ -40,7 +40,13 @@ from asc_deploy.measure.harness import (  # noqa: E402
 )
 from asc_deploy.measure.latency import summarize_ms  # noqa: E402
 from asc_deploy.measure.noise import bare_spec  # noqa: E402
-from asc_deploy.measure.speed_trial import Round, decide_rounds, loaded, run_trial  # noqa: E402
+from asc_deploy.measure.speed_trial import (  # noqa: E402
+    Round,
+    bare_bound,
+    decide_rounds,
+    loaded,
+    run_trial,
+)
 from asc_deploy.records import load_results  # noqa: E402
 from asc_deploy.report.recommend import recommend  # noqa: E402
 
@@ -77,7 +83,8 @@ def timed_trial(cells, settings, limit: float, extra: int, quiet_bare_ms: float)
         return summarize_ms(run_worker(spec, settings.worker_timeout_s)["samples_s"])["p50"]
 
     start = time.perf_counter()
-    trial = run_trial(measure, limit, extra, quiet_bare_ms, lambda line: print(line, flush=True))
+    bound = bare_bound(quiet_bare_ms)
+    trial = run_trial(measure, limit, extra, bound, lambda line: print(line, flush=True))
     return {
         "rounds": [{k: round(v, 4) for k, v in asdict(r).items()} for r in trial.rounds],
         "looks": trial.looks,
@@ -88,9 +95,10 @@ def timed_trial(cells, settings, limit: float, extra: int, quiet_bare_ms: float)
 def verdicts(trial: dict, limits: dict[str, float], quiet_bare_ms: float) -> dict[str, dict]:
     """Each limit judged on the trial's rounds as the gate judges them (loaded rounds out)."""
     rounds = [Round(**r) for r in trial["rounds"]]
-    out = {"loaded_rounds": sum(loaded(r, quiet_bare_ms) for r in rounds)}
+    bound = bare_bound(quiet_bare_ms)
+    out = {"loaded_rounds": sum(loaded(r, bound) for r in rounds)}
     for name, limit in limits.items():
-        d = decide_rounds(rounds, quiet_bare_ms, limit, len(trial["looks"]))
+        d = decide_rounds(rounds, bound, limit, len(trial["looks"]))
         out[name] = {"limit": round(limit, 3), "state": d.state if d else "inconclusive",
                      "median": d and round(d.median, 3), "low": d and d.low,
                      "high": d and d.high}  # fmt: skip

@@ -10,6 +10,7 @@ from asc_deploy.measure.speed_trial import (
     LOAD_LIMIT,
     MIN_ROUNDS,
     Round,
+    bare_bound,
     decide,
     decide_rounds,
     looks,
@@ -114,14 +115,18 @@ def test_rounds_under_load_are_left_out_and_too_few_clean_ones_decide_nothing():
     quiet = 0.2
     clean = [Round(30.0, 10.0, quiet * 1.1) for _ in range(MIN_ROUNDS)]  # 3x, unloaded
     burdened = [Round(240.0, 44.0, quiet * 3) for _ in range(MIN_ROUNDS)]  # 5.5x under load
-    d = decide_rounds(clean + burdened, quiet, 4.0, n_looks=1)
+    bound = bare_bound(quiet)
+    assert bound == pytest.approx(LOAD_LIMIT * quiet)
+    d = decide_rounds(clean + burdened, bound, 4.0, n_looks=1)
     assert d.state == "fail" and d.median == pytest.approx(3.0)  # the load's 5.5x ignored
-    assert decide_rounds(burdened, quiet, 4.0, n_looks=1) is None
+    assert decide_rounds(burdened, bound, 4.0, n_looks=1) is None
+    # A looser load limit keeps the loaded rounds (and the load's wrong 5.5x passes 4x).
+    assert decide_rounds(burdened, bare_bound(quiet, 4.0), 4.0, n_looks=1).state == "pass"
     # Without the bench's bare p50 there is nothing to tell load by: every round counts.
     assert decide_rounds(burdened, None, 4.0, n_looks=1).state == "pass"
 
 
 def test_a_loaded_host_extends_to_the_last_look_and_gives_no_verdict():
     timed = {"baseline": 240.0, "candidate": 44.0, "bare": 0.2 * (LOAD_LIMIT + 1)}
-    trial = run_trial(lambda side: timed[side], 3.57, 9, quiet_bare_ms=0.2)
+    trial = run_trial(lambda side: timed[side], 3.57, 9, bare_bound_ms=bare_bound(0.2))
     assert trial.decision is None and len(trial.rounds) == looks(9)[-1]

@@ -24,10 +24,10 @@ Real load is not noise: it moves the ratio itself. With two CPU burners per core
 VM, the uncompressed PyTorch model ran 10x slower and an int8 ORT artifact 5.5x slower (OpenMP's
 spinning threads suffer most from oversubscription), so a 2.98x pair measured 5.5x and passed a
 3.57x limit it fails on a quiet host. So every round also times the bench's bare loop
-(measure/noise.py); a round whose bare p50 is more than LOAD_LIMIT times the bare p50 the bench
-measured earlier in the run is *loaded*: it is kept in the record but not in the ratios decided
-on, and a trial left with too few clean rounds is inconclusive, never a verdict on what load
-did to the two runtimes.
+(measure/noise.py); a round whose bare p50 is more than `gates.load_limit` (LOAD_LIMIT, 1.5)
+times the bare p50 the bench measured earlier in the run is *loaded*: it is kept in the record
+but not in the ratios decided on, and a trial left with too few clean rounds is inconclusive,
+never a verdict on what load did to the two runtimes.
 """
 
 from __future__ import annotations
@@ -41,8 +41,9 @@ import numpy as np
 CONFIDENCE = 0.95  # one-sided, over all looks together
 MIN_ROUNDS = 7
 STEP = 3  # rounds added before each further look
-# A round whose bare loop runs this much slower than the bench's is loaded (idle jitter on the
-# 2-core VM: up to 37% spread; two burners per core: 2-3x slower).
+# The default gates.load_limit: a round whose bare loop runs this much slower than the bench's is
+# loaded (two burners per core on the 2-core VM: 1.6-1.8x; niced background tests: up to 1.7x,
+# while PyTorch slowed 10-60x and ORT int8 5-10x).
 LOAD_LIMIT = 1.5
 TEST = "exact sign test on per-round p50 ratios (scipy.stats.quantile_test), Bonferroni over looks"
 
@@ -96,22 +97,26 @@ class Round:
     bare_ms: float | None  # the bare loop timed with the pair (None: not timed)
 
 
-def clean_ratios(rounds: Sequence[Round], quiet_bare_ms: float | None) -> list[float]:
-    """baseline / candidate p50 of every round whose bare loop ran at the bench's speed."""
-    return [r.baseline_ms / r.candidate_ms for r in rounds if not loaded(r, quiet_bare_ms)]
+def clean_ratios(rounds: Sequence[Round], bare_bound_ms: float | None) -> list[float]:
+    """baseline / candidate p50 of every round whose bare loop ran within `bare_bound_ms`."""
+    return [r.baseline_ms / r.candidate_ms for r in rounds if not loaded(r, bare_bound_ms)]
 
 
-def loaded(r: Round, quiet_bare_ms: float | None) -> bool:
-    if quiet_bare_ms is None or r.bare_ms is None:
-        return False
-    return r.bare_ms > LOAD_LIMIT * quiet_bare_ms
+def loaded(r: Round, bare_bound_ms: float | None) -> bool:
+    """The round's bare loop ran slower than the bound (None: load is not judged)."""
+    return bare_bound_ms is not None and r.bare_ms is not None and r.bare_ms > bare_bound_ms
+
+
+def bare_bound(quiet_bare_ms: float | None, load_limit: float = LOAD_LIMIT) -> float | None:
+    """The bare p50 above which a round is loaded: `load_limit` x the bench's."""
+    return None if quiet_bare_ms is None else load_limit * quiet_bare_ms
 
 
 def decide_rounds(
-    rounds: Sequence[Round], quiet_bare_ms: float | None, limit: float, n_looks: int
+    rounds: Sequence[Round], bare_bound_ms: float | None, limit: float, n_looks: int
 ) -> Decision | None:
     """The decision on the clean rounds; None when fewer than MIN_ROUNDS are clean."""
-    ratios = clean_ratios(rounds, quiet_bare_ms)
+    ratios = clean_ratios(rounds, bare_bound_ms)
     return decide(ratios, limit, n_looks) if len(ratios) >= MIN_ROUNDS else None
 
 
@@ -126,21 +131,21 @@ def run_trial(
     measure: Callable[[Side], float],
     limit: float,
     max_extra_rounds: int,
-    quiet_bare_ms: float | None = None,
+    bare_bound_ms: float | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Trial:
     """Rounds of the bare loop, then `measure("baseline")` and `measure("candidate")` (each a
     p50 in ms; odd rounds time the candidate first) until a planned look decides on the clean
-    rounds. Without `quiet_bare_ms` the bare loop is not timed and no round counts as loaded."""
+    rounds. Without `bare_bound_ms` the bare loop is not timed and no round counts as loaded."""
     plan = looks(max_extra_rounds)
     rounds: list[Round] = []
     decision = None
     for look in plan:
         while len(rounds) < look:
-            rounds.append(_round(measure, len(rounds), quiet_bare_ms is not None))
-        decision = decide_rounds(rounds, quiet_bare_ms, limit, len(plan))
+            rounds.append(_round(measure, len(rounds), bare_bound_ms is not None))
+        decision = decide_rounds(rounds, bare_bound_ms, limit, len(plan))
         if progress:
-            progress(_progress_line(rounds, quiet_bare_ms, decision, limit))
+            progress(_progress_line(rounds, bare_bound_ms, decision, limit))
         if decision is not None and decision.state != "inconclusive":
             break
     return Trial(rounds, plan, decision)
@@ -156,9 +161,9 @@ def _round(measure: Callable[[Side], float], index: int, with_bare: bool) -> Rou
 
 
 def _progress_line(
-    rounds: list[Round], quiet_bare_ms: float | None, d: Decision | None, limit: float
+    rounds: list[Round], bare_bound_ms: float | None, d: Decision | None, limit: float
 ) -> str:
-    busy = sum(loaded(r, quiet_bare_ms) for r in rounds)
+    busy = sum(loaded(r, bare_bound_ms) for r in rounds)
     head = f"speed trial: {len(rounds)} rounds ({busy} loaded)"
     if d is None:
         return f"{head}: too few clean rounds to decide vs {limit:g}x"

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from asc_deploy.config import Decision, GatesConfig, QpsGateConfig
 from asc_deploy.errors import UserError
 from asc_deploy.measure.scenarios import check_min_qps, reference_variant
-from asc_deploy.measure.speed_trial import LOAD_LIMIT, decide_rounds, loaded
+from asc_deploy.measure.speed_trial import bare_bound, decide_rounds, loaded
 from asc_deploy.measure.statistics import MINUS
 from asc_deploy.records import (
     BenchRun,
@@ -258,14 +258,15 @@ def _judge_trial(
     """The verdict of the pair's back-to-back rounds (measure/speed_trial.py): the exact sign
     test's bounds on the median ratio of the rounds the host was not loaded in. The busy-host
     floor is reported beside it, but no longer vetoes what the paired bounds settle."""
-    d = decide_rounds(trial.rounds, trial.quiet_bare_ms, limit, len(trial.looks))
-    busy = sum(loaded(r, trial.quiet_bare_ms) for r in trial.rounds)
+    bound = bare_bound(trial.quiet_bare_ms, trial.load_limit)
+    d = decide_rounds(trial.rounds, bound, limit, len(trial.looks))
+    busy = sum(loaded(r, bound) for r in trial.rounds)
     text = (
         f"{said}; timed back to back with {trial.baseline} {trial.baseline_variant} in "
         f"{len(trial.rounds)} rounds"
     )
     if busy:
-        text += f" ({busy} loaded: bare loop over {LOAD_LIMIT:g}x the bench's, left out)"
+        text += f" ({busy} loaded: bare loop over {trial.load_limit:g}x the bench's, left out)"
     floor = (run.noise or {}).get("floor") if run is not None else None
     if floor is not None and (run.noise or {}).get("host_busy"):
         text += f" (the host was busy in the bench: bare loop spread {floor:.0%})"

@@ -162,7 +162,9 @@ def bench(
     return run
 
 
-@stage("speed-trial", reads=("bench", "gates.max_extra_rounds"), record=SpeedTrial)
+@stage(
+    "speed-trial", reads=("bench", "gates.max_extra_rounds", "gates.load_limit"), record=SpeedTrial
+)
 def speed_trial(
     s: Settings,
     ctx: Context,
@@ -185,7 +187,7 @@ def speed_trial(
     from asc_deploy.measure.harness import BenchSettings, Cell, onnx_target, run_worker, worker_spec
     from asc_deploy.measure.latency import summarize_ms
     from asc_deploy.measure.noise import bare_spec
-    from asc_deploy.measure.speed_trial import TEST, run_trial
+    from asc_deploy.measure.speed_trial import TEST, bare_bound, run_trial
     from asc_deploy.progress import status_line
 
     settings = BenchSettings.from_config(s["bench"]).validated()
@@ -206,7 +208,9 @@ def speed_trial(
 
     announce(f"speed trial: {model} {variant} vs {reference_name} torch, {batch}x{sequence}")
     extra = s["gates.max_extra_rounds"]
-    trial = run_trial(measure, limit, extra, quiet_bare_ms, progress=status_line)
+    load_limit = s["gates.load_limit"]
+    bound = bare_bound(quiet_bare_ms, load_limit)
+    trial = run_trial(measure, limit, extra, bound, progress=status_line)
     return SpeedTrial(
         host=host,
         provider=provider,
@@ -218,6 +222,7 @@ def speed_trial(
         limit=limit,
         rounds=[TrialRound(**{k: _ms(v) for k, v in asdict(r).items()}) for r in trial.rounds],
         quiet_bare_ms=quiet_bare_ms,
+        load_limit=load_limit,
         looks=trial.looks,
         test=TEST,
     )
