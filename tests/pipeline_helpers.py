@@ -160,31 +160,41 @@ def eval_holdout_config(tmp: Path, name: str) -> dict:
     return config
 
 
-def with_wrong_answers(results, model: str, variant: str, k: int, folder: Path):
+def with_wrong_answers(
+    results, model: str, variant: str, k: int, folder: Path, eval_holdout: bool = False
+):
     """The run's Results as if (model, variant) had got k more examples wrong, ones the
-    uncompressed model gets right: its predictions file rewritten under `folder`, its accuracy
-    and paired comparisons recomputed from it with the statistics the pipeline compares with."""
+    uncompressed model gets right, on the evaluation split or (`eval_holdout`) on the eval
+    holdout: its predictions file rewritten under `folder`, its accuracy and paired
+    comparisons recomputed from it with the statistics the pipeline compares with."""
     from asc_deploy.measure.fidelity import is_correct
     from asc_deploy.measure.statistics import compare_predictions
     from asc_deploy.records import Results
     from asc_deploy.tasks.evaluation import load_predictions, save_predictions
 
-    reference = load_predictions(results.reference_evaluation().predictions)
-    records = load_predictions(results.evaluation(model, variant).predictions)
+    def scored(ev):
+        return ev.eval_holdout if eval_holdout else ev
+
+    reference = load_predictions(scored(results.reference_evaluation()).predictions)
+    records = load_predictions(scored(results.evaluation(model, variant)).predictions)
     right = [i for i, r in enumerate(reference) if is_correct(r)]
     assert len(right) >= k and all(is_correct(records[i]) for i in right[:k])
     for i in right[:k]:
         records[i]["prediction"] = 1 - records[i]["prediction"]  # binary labels: now wrong
-    path = save_predictions(folder / f"{model}-{variant}.jsonl", records)
+    suffix = "-eval-holdout" if eval_holdout else ""
+    path = save_predictions(folder / f"{model}-{variant}{suffix}.jsonl", records)
     stats = compare_predictions(reference, records, results.task.family)
     primary = stats[results.task.primary_metric]
     doc = results.dump()
     row = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == (model, variant))
+    if eval_holdout:
+        row = row["eval_holdout"]  # its comparisons are by metric only
+    else:
+        row["comparison"] = primary.to_dict()
     row.update(
         predictions=str(path),
         primary=primary.other,
         metrics={**row["metrics"], primary.metric: primary.other},
-        comparison=primary.to_dict(),
         comparisons={metric: s.to_dict() for metric, s in stats.items()},
     )
     return Results.model_validate(doc)

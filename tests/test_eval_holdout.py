@@ -7,15 +7,20 @@ example id and text), the decisions are read off the eval-holdout run of a real 
 
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
 import yaml
-from pipeline_helpers import cli, eval_holdout_config
+from pipeline_helpers import cli, eval_holdout_config, with_wrong_answers
 
 from asc_deploy.config import RunConfig
 from asc_deploy.errors import UserError
-from asc_deploy.records import Results, load_results
+from asc_deploy.records import Pick, Results, load_results
+from asc_deploy.report import decision as D
+from asc_deploy.report.gates import accuracy_gate, gates_config
+from asc_deploy.report.recommend import recommend, within_budget
+from asc_deploy.report.render import write_report
 from asc_deploy.tasks.holdout import (
     Reserved,
     eval_holdout_scoring,
@@ -24,6 +29,8 @@ from asc_deploy.tasks.holdout import (
     reserve,
 )
 from asc_deploy.tasks.presets import build_task
+
+MINUS = "\u2212"
 
 
 def _config(workspace, name="held", **task) -> RunConfig:
@@ -193,3 +200,107 @@ def test_every_evaluation_is_scored_on_the_eval_holdout_at_batch_1_and_compared(
         c = run.comparisons["accuracy"]
         assert c.n == 20 and c.ni_low <= c.delta == pytest.approx(run.delta)
         assert run.delta == pytest.approx(run.primary - reference.primary)
+
+
+# -- decisions on the eval holdout ----------------------------------------------------------------
+def _without_eval_holdout(results: Results) -> Results:
+    """The run as a results.json from before the setting (or a run without it) holds it."""
+    doc = results.dump()
+    doc["task"].pop("eval_holdout")
+    for ev in doc["evaluations"]:
+        ev.pop("eval_holdout")
+    return Results.model_validate(doc)
+
+
+def _fastest_shown(results: Results, budget: float, bound):
+    """The non-inferior pick computed here from the measurements and `bound(ev)`."""
+    reference = results.reference_evaluation().key
+    candidates = [
+        m for m in results.bench[0].measurements
+        if m.shape == (1, 16) and (ev := results.evaluation(m.model, m.variant)) is not None
+        and (ev.key == reference or bound(ev) >= -budget)
+    ]  # fmt: skip
+    best = min(candidates, key=lambda m: m.latency_ms.p50)
+    return best.model, best.variant
+
+
+def _holdout_bound(ev) -> float:
+    return ev.eval_holdout.comparisons["accuracy"].ni_low
+
+
+def test_the_recommendation_is_decided_on_the_eval_holdout(held):
+    config = gates_config(held)
+    for budget in (5.0, 20.0, 60.0):
+        pick = recommend(held, config.model_copy(update={"accuracy_budget": budget}))["cpu"]
+        assert (pick.model, pick.variant) == _fastest_shown(held, budget, _holdout_bound)
+
+
+# The reference's own ONNX fp32 artifact predicts as it does everywhere (the pipeline's
+# comparisons give it a bound of 0): wrong answers added to it are the only difference.
+TWIN = ("uncompressed", "fp32")
+
+
+def test_a_drop_on_the_evaluation_split_alone_moves_no_decision(held, tmp_path):
+    worse = with_wrong_answers(held, *TWIN, 2, tmp_path)
+    split_bound = worse.evaluation(*TWIN).comparison["ni_low"]
+    assert split_bound < 0 and _holdout_bound(worse.evaluation(*TWIN)) == 0
+    budget = -split_bound - 0.1  # what the split's bound would fail
+    assert TWIN not in within_budget(_without_eval_holdout(worse), budget)
+    assert TWIN in within_budget(worse, budget)
+
+
+def test_a_drop_on_the_eval_holdout_fails_the_gate_there(held, tmp_path):
+    worse = with_wrong_answers(held, *TWIN, 2, tmp_path, eval_holdout=True)
+    bound = _holdout_bound(worse.evaluation(*TWIN))
+    assert TWIN in within_budget(worse, -bound) and TWIN not in within_budget(worse, -bound - 0.1)
+    assert TWIN in within_budget(_without_eval_holdout(worse), 0.0)  # the split saw no drop
+    chosen = {"cpu": Pick(model=TWIN[0], variant=TWIN[1])}
+    gate = accuracy_gate(worse, chosen, -bound - 0.1, "recommended")
+    assert not gate.passed and gate.value == pytest.approx(-bound)
+    assert gate.reason.startswith("uncompressed fp32: ")
+    assert gate.reason.endswith(" on the eval holdout")
+
+
+def test_the_report_says_which_set_decided_and_shows_the_split_beside_it(held, tmp_path):
+    analysed = write_report(held, tmp_path / "report", with_plots=False)
+    md = (tmp_path / "report" / "report.md").read_text()
+    lines = [line[2:] for line in md.split("### Main table")[0].splitlines() if line[:2] == "- "]
+    assert lines[0] == (
+        "Decided on the eval holdout: 20 training examples that nothing was trained, profiled, "
+        "screened or calibrated on (task.eval_holdout); 4 more were reserved and left out, "
+        "their text also read elsewhere; overlap, by id or text, with the training split 0 and "
+        "with the screening reserve 0; 4 share a text with the evaluation split, whose 24 "
+        "examples give the published-comparable numbers beside them"
+    )
+    power = lines[-1]
+    assert power.startswith("Power (accuracy): ") and " of the 20 eval-holdout examples" in power
+    assert "(the evaluation split's 24 examples alone: " in power
+    main = md.split("### Main table")[1].split("###")[0]
+    assert "| accuracy eval holdout | Δ eval holdout [95% CI] |" in main
+    assert "where the recommendation and the gates decide" in main
+    pick = analysed.recommendation["cpu"]
+    if (pick.model, pick.variant) != ("uncompressed", "torch"):
+        assert "; on the evaluation split (published-comparable): " in lines[1]
+
+
+def test_a_results_json_without_an_eval_holdout_decides_on_the_evaluation_split(held):
+    """A file written before the setting (or by a run without it) loads and decides as before:
+    on the evaluation split's comparisons, the same picks as computed from them here."""
+    old = _without_eval_holdout(held)
+    assert not D.on_eval_holdout(old)
+    config = gates_config(old)
+    for budget in (5.0, 20.0, 60.0):
+        pick = recommend(old, config.model_copy(update={"accuracy_budget": budget}))["cpu"]
+        expected = _fastest_shown(old, budget, lambda ev: ev.comparison["ni_low"])
+        assert (pick.model, pick.variant) == expected
+
+
+def test_an_edited_eval_holdout_accuracy_is_refused_by_the_report(eval_holdout_run, tmp_path):
+    doc = copy.deepcopy(eval_holdout_run[1])  # the session's copy stays as the run wrote it
+    run = doc["evaluations"][1]["eval_holdout"]
+    run["primary"] = run["metrics"]["accuracy"] = run["metrics"]["accuracy"] + 10
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps(doc))
+    result = cli("report", str(path), "-o", str(tmp_path / "rep"), "--no-plots")
+    assert result.returncode == 2, result.stderr
+    assert "on the eval holdout" in result.stderr and "its predictions give" in result.stderr
