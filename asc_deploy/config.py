@@ -41,8 +41,10 @@ class ArticleSplit(Strict):
 
 
 class TaskConfig(Strict):
-    # Cache keys hold the data's content hash (Task.data_identity), not where the folder is.
-    cache_exclude: ClassVar[set[str]] = {"data_dir"}
+    # Cache keys hold the data's content hash (Task.data_identity), not where the folder is; and
+    # the eval reserve's size (tasks/holdout.py) there too, not here, so that a run without one
+    # keeps the keys it had before the setting existed.
+    cache_exclude: ClassVar[set[str]] = {"data_dir", "eval_holdout"}
 
     preset: str | None = None  # sst2, mrpc, rte, mnli, qqp, snli, squad_v2, squad
     family: Literal["classification", "question-answering"] | None = None
@@ -65,6 +67,20 @@ class TaskConfig(Strict):
     # The training split's last `holdout` examples (QA: from an article boundary) are never
     # trained on: screening and the int8-mixed search score on them (asc_deploy/tasks/holdout.py).
     holdout: int = Field(0, ge=0)
+    # The `eval_holdout` training examples before those are never trained on either: every
+    # evaluation also scores on them (at the served batch), and the recommendation and the
+    # accuracy gate decide there, because a dev set of a few hundred examples cannot resolve a
+    # 1-point drop; the official eval split stays the published-comparable number. 0: off.
+    eval_holdout: int = Field(0, ge=0)
+
+    @field_validator("eval_holdout")
+    @classmethod
+    def _pairs_need_two(cls, value: int) -> int:
+        # The paired comparisons the decisions rest on need two examples: one would fail only
+        # after the training.
+        if value == 1:
+            raise ValueError("a paired comparison needs at least 2 examples; use 0 (off) or >= 2")
+        return value
 
     @field_validator("labels")
     @classmethod

@@ -38,6 +38,7 @@ from asc_deploy.records import (
 from asc_deploy.stages import compress, deploy, measure
 from asc_deploy.stages.core import Context, Pending, StageStore, gather
 from asc_deploy.tasks.constant import constant_baseline
+from asc_deploy.tasks.holdout import eval_reserve_check
 
 STAGES = (
     "finetune", "profile", "select", "prune", "narrow", "screen", "recover", "evaluate", "export",
@@ -108,6 +109,7 @@ class Pipeline:
                 constant_baseline=constant_baseline(self.task),
                 eval_examples=len(self.task.load_examples("eval")),
                 data_note=self.task.data_note,
+                eval_holdout=eval_reserve_check(self.task),  # preflight refused an overlap
             ),
             similarity=Similarity(
                 matrix=profile.matrix,
@@ -495,11 +497,11 @@ def _slug(target: str) -> str:
 
 def _compare(evaluations: list[Evaluation], task) -> None:
     """Fidelity and paired statistics (bootstrap CI, McNemar) of every evaluation against the
-    uncompressed model in PyTorch, on the same examples."""
+    uncompressed model in PyTorch, on the same examples; on the eval holdout too, where the run
+    reserved one."""
     import numpy as np
 
     from asc_deploy.measure.fidelity import compare_predictions
-    from asc_deploy.measure.statistics import compare_predictions as paired_statistics
     from asc_deploy.records import Fidelity
     from asc_deploy.tasks.evaluation import load_predictions
 
@@ -513,10 +515,30 @@ def _compare(evaluations: list[Evaluation], task) -> None:
             ref_records, records, ref_cls, cls, label_names=task.label_names or None
         )
         evaluation.fidelity = Fidelity.model_validate(fidelity)
-        stats = paired_statistics(ref_records, records, task.family)
-        primary = stats.get(task.primary_metric) or next(iter(stats.values()))
-        evaluation.comparison = primary.to_dict()
-        evaluation.comparisons = {metric: s.to_dict() for metric, s in stats.items()}
+        stats = _paired(ref_records, records, task.family)
+        evaluation.comparison = stats.get(task.primary_metric) or next(iter(stats.values()))
+        evaluation.comparisons = stats
+    if reference.eval_holdout is not None:
+        _compare_on_eval_holdout(evaluations, reference.eval_holdout, task.family)
+
+
+def _compare_on_eval_holdout(evaluations: list[Evaluation], reference, family: str) -> None:
+    """Every evaluation's eval-holdout run paired with the reference's: what decides."""
+    from asc_deploy.records import PairedStatistics
+    from asc_deploy.tasks.evaluation import load_predictions
+
+    ref_records = load_predictions(reference.predictions)
+    for evaluation in evaluations:
+        run = evaluation.eval_holdout
+        stats = _paired(ref_records, load_predictions(run.predictions), family)
+        run.comparisons = {m: PairedStatistics.model_validate(c) for m, c in stats.items()}
+
+
+def _paired(reference: list[dict], other: list[dict], family: str) -> dict[str, dict]:
+    """Metric -> the paired comparison (measure/statistics.py) as results.json stores it."""
+    from asc_deploy.measure.statistics import compare_predictions
+
+    return {m: c.to_dict() for m, c in compare_predictions(reference, other, family).items()}
 
 
 def _parameters_from_folder(path: str | Path) -> int | None:

@@ -107,6 +107,62 @@ def _check_data(cfg: RunConfig) -> None:
     task = build_task(cfg.task)
     for split in ("train", "eval"):
         task.load_examples(split, 1)
+    if cfg.task.eval_holdout:
+        _check_eval_reserve(cfg, task)
+
+
+def _check_eval_reserve(cfg: RunConfig, task) -> None:
+    """The eval reserve leaves a training set worth compressing, and nothing else reads it.
+
+    What training needs: (1) at least as many examples as the two reserves hold together, so
+    that the model the run compresses learns from most of the data it would ship trained on
+    (a dev number from a model trained on a third of the data is not the published one); and
+    (2) every sample count the config takes from the training split (profiling, calibration,
+    greedy scoring, APC importance) that fitted before the eval reserve was cut, so that the
+    reserve never silently shrinks what another setting asked for."""
+    from asc_deploy.tasks.holdout import eval_reserve_check
+
+    check = eval_reserve_check(task)  # the reserves are cut here: too large ones raise
+    trained, screening = len(task.load_examples("train")), len(task.held_out())
+    reserved = screening + check.reserved
+    if trained < reserved:
+        most = max((trained + reserved) // 2 - screening, 0)
+        raise UserError(
+            f"task.eval_holdout: {check.reserved} reserved for evaluation and {screening} for "
+            f"screening leave {trained} training examples, fewer than the reserves; keep the "
+            f"reserves to half the training split at most (task.eval_holdout <= {most})"
+        )
+    for key, count in _training_reads(cfg).items():
+        if trained < count <= trained + check.reserved:
+            raise UserError(
+                f"task.eval_holdout: {check.reserved} reserved leave {trained} training "
+                f"examples, fewer than {key} ({count}) reads; lower task.eval_holdout to at "
+                f"most {trained + check.reserved - count} or {key}"
+            )
+    if check.overlap_training or check.overlap_screening:  # never, by construction: a guard
+        raise UserError(
+            f"task.eval_holdout: {check.overlap_training} of its examples are also in the "
+            f"training split and {check.overlap_screening} in the task.holdout reserve"
+        )
+    if check.examples < 2:
+        raise UserError(
+            f"task.eval_holdout: {check.examples} of the {check.reserved} reserved examples are "
+            "not also in the rest of the training split; a paired comparison needs 2"
+        )
+
+
+def _training_reads(cfg: RunConfig) -> dict[str, int]:
+    """Setting -> how many examples it reads from the training split."""
+    reads = {}
+    if cfg.asc.profile_samples:
+        reads["asc.profile_samples"] = cfg.asc.profile_samples
+    if {"int8-static", "int8-mixed"} & set(cfg.export.variants):
+        reads["export.calibration_samples"] = cfg.export.calibration_samples
+    if "greedy" in cfg.comparisons.strategies:
+        reads["comparisons.greedy_samples"] = cfg.comparisons.greedy_samples
+    if cfg.apc.targets:
+        reads["apc.samples"] = cfg.apc.samples
+    return reads
 
 
 def _check_writable(folder: Path) -> None:

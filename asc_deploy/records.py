@@ -140,6 +140,51 @@ class BatchedRun(Record):
     flips: int = Field(ge=0)  # examples predicted differently than at the served batch
 
 
+class Discordant(Record):
+    """McNemar's discordant pairs and its exact two-sided p-value."""
+
+    b: int = Field(ge=0)  # reference right, other wrong
+    c: int = Field(ge=0)  # reference wrong, other right
+    p_value: float
+
+
+class PairedStatistics(Record):
+    """One metric of an evaluation against the reference on the same examples, in points
+    (measure/statistics.py's PairedComparison, as `to_dict` writes it)."""
+
+    metric: str
+    n: int = Field(ge=2)
+    reference: float
+    other: float
+    delta: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    ni_low: float  # the one-sided `ni_confidence` lower bound of delta: what decides
+    ni_confidence: float
+    rms_difference: float = Field(ge=0)
+    p_value: float | None
+    discordant: Discordant | None
+    significant: bool
+    test: str
+    phrase: str
+
+
+class EvalHoldoutRun(Record):
+    """The same model at the served batch on the eval holdout (`task.eval_holdout`: training
+    examples nothing was trained on), where the run's decisions are taken."""
+
+    examples: int = Field(ge=2)
+    metrics: dict[str, float]
+    primary: float | None
+    predictions: str
+    seconds: float | None = None
+    delta: float | None = None  # points vs the reference's eval-holdout run; recomputed by Results
+    guarded_deltas: dict[str, float] = {}  # the same for each guarded metric; recomputed
+    # Paired statistics vs the reference's eval-holdout run, by metric (the primary's included).
+    comparisons: dict[str, PairedStatistics] = {}
+
+
 class Evaluation(Record):
     """A model (or artifact) evaluated on the task's evaluation split.
 
@@ -171,6 +216,7 @@ class Evaluation(Record):
     batch_size: int | None = Field(None, ge=1)  # None: written before served accuracy
     batched: BatchedRun | None = None
     flip_rate: float | None = None  # batched.flips / examples; recomputed, never trusted
+    eval_holdout: EvalHoldoutRun | None = None  # None: the run reserved none (or predates it)
 
     @model_validator(mode="after")
     def _recompute_flip_rate(self) -> Evaluation:
@@ -357,6 +403,22 @@ class ConstantBaseline(Record):
     metrics: dict[str, float]
 
 
+class EvalHoldout(Record):
+    """The eval holdout's examples and their overlap with every other reader of the training
+    split, by id or text (tasks/holdout.py): checked 0 before the run's first stage."""
+
+    examples: int = Field(ge=0)  # scored (a run starts only with 2 or more)
+    reserved: int = Field(ge=0)  # training examples taken (QA: from an article boundary)
+    overlap_training: int = Field(ge=0)  # with the training split every trainer reads
+    overlap_screening: int = Field(ge=0)  # with the task.holdout reserve (screening, int8-mixed)
+    shared_with_eval: int = Field(ge=0)  # a text also in the evaluation split: counted, no leak
+
+    @property
+    def dropped(self) -> int:
+        """Reserved examples left out: their id or text is also read elsewhere."""
+        return self.reserved - self.examples
+
+
 class TaskInfo(Record):
     name: str
     family: Literal["classification", "question-answering"]
@@ -365,6 +427,7 @@ class TaskInfo(Record):
     data_note: str | None = None
     guarded_metrics: list[str] = []  # bounded by the accuracy budget too (Task.guarded_metrics)
     constant_baseline: ConstantBaseline | None = None  # the floor a fine-tuned model must clear
+    eval_holdout: EvalHoldout | None = None  # task.eval_holdout: where the decisions are taken
 
 
 class Similarity(Record):
@@ -423,18 +486,14 @@ class Results(Record):
 
     @model_validator(mode="after")
     def _recompute_deltas(self) -> Results:
-        """Deltas derive from the reference's PyTorch metrics: never trust a stored one."""
+        """Deltas derive from the reference's PyTorch metrics, on the evaluation split and on
+        the eval holdout alike: never trust a stored one."""
         ref = self.reference_evaluation()
-        base = ref.primary if ref is not None else None
+        ref_holdout = ref.eval_holdout if ref is not None else None
         for ev in self.evaluations:
-            ev.delta = (
-                round(ev.primary - base, 4) if ev.primary is not None and base is not None else None
-            )
-            ev.guarded_deltas = {
-                name: round(ev.metrics[name] - ref.metrics[name], 4)
-                for name in self.task.guarded_metrics
-                if ref is not None and name in ev.metrics and name in ref.metrics
-            }
+            _set_deltas(ev, ref, self.task.guarded_metrics)
+            if ev.eval_holdout is not None:
+                _set_deltas(ev.eval_holdout, ref_holdout, self.task.guarded_metrics)
         return self
 
     def dump(self) -> dict[str, Any]:
@@ -485,6 +544,24 @@ class Results(Record):
         """A model's metric in PyTorch (variant 'torch'), else its first evaluation's."""
         ev = self.torch_evaluation(model)
         return ev.primary if ev else None
+
+
+def _set_deltas(
+    scored: Evaluation | EvalHoldoutRun,
+    ref: Evaluation | EvalHoldoutRun | None,
+    guarded: list[str],
+) -> None:
+    """`scored`'s delta and guarded deltas against `ref` on the same examples (None, {} without
+    a reference to compare with)."""
+    base = ref.primary if ref is not None else None
+    scored.delta = (
+        round(scored.primary - base, 4) if scored.primary is not None and base is not None else None
+    )
+    scored.guarded_deltas = {
+        name: round(scored.metrics[name] - ref.metrics[name], 4)
+        for name in guarded
+        if ref is not None and name in scored.metrics and name in ref.metrics
+    }
 
 
 # -- reading files --------------------------------------------------------------------------------

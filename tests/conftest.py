@@ -128,4 +128,9 @@ def minilm_dir() -> Path:
 
 
 # The one real run on tiny models that the pipeline and report tests share (session-scoped).
-from pipeline_helpers import full_run, pipeline_workspace, run_results_file  # noqa: E402, F401
+from pipeline_helpers import (  # noqa: E402, F401
+    eval_holdout_run,
+    full_run,
+    pipeline_workspace,
+    run_results_file,
+)

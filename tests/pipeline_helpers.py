@@ -10,6 +10,10 @@ depths (random seed 1 also draws layer 2: a twin of asc-0.90); one width target 
 uncompressed model and on both 1-layer-removed models; a 2-layer DistilBERT off the shelf; the
 quantised baselines; fp32 ONNX export; a bench at cpu 1x16 and a short LoadGen Server run per
 artifact.
+
+A second, smaller run (`eval_holdout_run`) reserves an eval holdout from its training split, so
+that the decisions move there: the same tiny model on 64 training rows, ASC and one strategy,
+fp32 artifacts and the quantised baselines, no width axis, off-the-shelf model or LoadGen.
 """
 
 from __future__ import annotations
@@ -36,6 +40,27 @@ def write_data(folder: Path) -> None:
     ]
     (folder / "train.tsv").write_text("text\tlabel\n" + "\n".join(rows) + "\n")
     (folder / "dev.tsv").write_text("text\tlabel\n" + "\n".join(rows[:24]) + "\n")
+
+
+def write_holdout_data(folder: Path) -> None:
+    """64 training rows for the eval-holdout run: 60 distinct sentences, shuffled, then four that
+    repeat trained-on ones inside the eval reserve (rows 32-55 with task.holdout 8 and
+    task.eval_holdout 24), which the reserve must leave out; the dev split repeats four eval
+    reserve sentences (counted as shared, no leak) and 20 trained-on ones."""
+    import random
+
+    rows = [
+        (f"the movie was {word} and the {noun}", int(word in POSITIVE))
+        for word in POSITIVE + NEGATIVE
+        for noun in ["plot", "music", "actor", "story", "ending", "sound"]
+    ]
+    random.Random(0).shuffle(rows)
+    train = rows[:50] + rows[:4] + rows[50:]  # rows 50-53 repeat rows 0-3
+    dev = train[:20] + train[40:44]
+    folder.mkdir()
+    for name, split in (("train.tsv", train), ("dev.tsv", dev)):
+        lines = "".join(f"{text}\t{label}\n" for text, label in split)
+        (folder / name).write_text("text\tlabel\n" + lines)
 
 
 def write_model(folder: Path, tokenizer_dir: Path, head: str = "classification") -> None:
@@ -123,31 +148,53 @@ def tiny_config(tmp: Path, name: str) -> dict:
     }
 
 
-def with_wrong_answers(results, model: str, variant: str, k: int, folder: Path):
+def eval_holdout_config(tmp: Path, name: str) -> dict:
+    """The eval-holdout run's config: the tiny run's, on `write_holdout_data`'s rows, with
+    task.holdout 8 and task.eval_holdout 24 (24 rows left to train on) and less to build."""
+    config = tiny_config(tmp, name)
+    config["task"].update(data_dir=str(tmp / "holdout-data"), holdout=8, eval_holdout=24)
+    config["asc"] = {"thresholds": [0.9]}
+    config.pop("apc")
+    config["comparisons"].update(strategies=["top"], off_the_shelf=[])
+    config["bench"].pop("scenarios")
+    return config
+
+
+def with_wrong_answers(
+    results, model: str, variant: str, k: int, folder: Path, eval_holdout: bool = False
+):
     """The run's Results as if (model, variant) had got k more examples wrong, ones the
-    uncompressed model gets right: its predictions file rewritten under `folder`, its accuracy
-    and paired comparisons recomputed from it with the statistics the pipeline compares with."""
+    uncompressed model gets right, on the evaluation split or (`eval_holdout`) on the eval
+    holdout: its predictions file rewritten under `folder`, its accuracy and paired
+    comparisons recomputed from it with the statistics the pipeline compares with."""
     from asc_deploy.measure.fidelity import is_correct
     from asc_deploy.measure.statistics import compare_predictions
     from asc_deploy.records import Results
     from asc_deploy.tasks.evaluation import load_predictions, save_predictions
 
-    reference = load_predictions(results.reference_evaluation().predictions)
-    records = load_predictions(results.evaluation(model, variant).predictions)
+    def scored(ev):
+        return ev.eval_holdout if eval_holdout else ev
+
+    reference = load_predictions(scored(results.reference_evaluation()).predictions)
+    records = load_predictions(scored(results.evaluation(model, variant)).predictions)
     right = [i for i, r in enumerate(reference) if is_correct(r)]
     assert len(right) >= k and all(is_correct(records[i]) for i in right[:k])
     for i in right[:k]:
         records[i]["prediction"] = 1 - records[i]["prediction"]  # binary labels: now wrong
-    path = save_predictions(folder / f"{model}-{variant}.jsonl", records)
+    suffix = "-eval-holdout" if eval_holdout else ""
+    path = save_predictions(folder / f"{model}-{variant}{suffix}.jsonl", records)
     stats = compare_predictions(reference, records, results.task.family)
     primary = stats[results.task.primary_metric]
     doc = results.dump()
     row = next(e for e in doc["evaluations"] if (e["model"], e["variant"]) == (model, variant))
+    if eval_holdout:
+        row = row["eval_holdout"]  # its comparisons are by metric only
+    else:
+        row["comparison"] = primary.to_dict()
     row.update(
         predictions=str(path),
         primary=primary.other,
         metrics={**row["metrics"], primary.metric: primary.other},
-        comparison=primary.to_dict(),
         comparisons={metric: s.to_dict() for metric, s in stats.items()},
     )
     return Results.model_validate(doc)
@@ -161,11 +208,13 @@ def cli(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 
 def make_workspace(tmp: Path, tokenizer_dir: Path) -> Path:
-    """Data, the tiny model and the off-the-shelf model of the tiny run, under `tmp`."""
+    """Data (the eval-holdout run's too), the tiny model and the off-the-shelf model of the
+    tiny run, under `tmp`."""
     from conftest import tiny_model
     from transformers import AutoTokenizer
 
     write_data(tmp / "data")
+    write_holdout_data(tmp / "holdout-data")
     write_model(tmp / "model", tokenizer_dir)
     tiny_model("distilbert", "classification", num_layers=2).save_pretrained(tmp / "distilbert")
     AutoTokenizer.from_pretrained(tokenizer_dir).save_pretrained(tmp / "distilbert")
@@ -197,3 +246,17 @@ def full_run(pipeline_workspace) -> tuple[Path, dict]:
 def run_results_file(full_run, pipeline_workspace) -> Path:
     """The tiny run's results.json as the run wrote it (read-only: copy before changing)."""
     return pipeline_workspace / "full-results.json"
+
+
+@pytest.fixture(scope="session")
+def eval_holdout_run(pipeline_workspace) -> tuple[Path, dict]:
+    """The eval-holdout run, once per session: (its output folder, its results.json), under
+    gates that pass (the accuracy gate at 100 points) so the report tests derive the rest."""
+    config = eval_holdout_config(pipeline_workspace, "held")
+    config["gates"]["max_accuracy_drop"] = 100.0
+    path = pipeline_workspace / "held.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = cli("run", str(path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    root = pipeline_workspace / "exports" / "held"
+    return root, json.loads((root / "report" / "results.json").read_text())

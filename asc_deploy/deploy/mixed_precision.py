@@ -78,7 +78,7 @@ def training_slices(
             f"calibration ({calibration_samples}) and held-out ({heldout_samples}) sizes must "
             "be positive; set export.calibration_samples and export.mixed_samples >= 1"
         )
-    if isinstance(task, Reserved):
+    if isinstance(task, Reserved) and task.holdout:
         calibration = task.load_examples("train", calibration_samples)
         heldout = task.held_out(heldout_samples)
         source = {"split": "holdout", "start": 0, "stop": len(heldout)}

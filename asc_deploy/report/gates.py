@@ -4,7 +4,8 @@ What each gate checks:
 - max_accuracy_drop (points): by default the recommended artifact of every target provider (the
   artifact that would ship); with scope "asc", every evaluated ASC artifact (every variant of
   every kind-'asc' model) as well, which catches a quantisation that broke an artifact nobody
-  picked. Strategy baselines and off-the-shelf models are comparisons, never gated.
+  picked. Strategy baselines and off-the-shelf models are comparisons, never gated. Judged on
+  the eval holdout when the run scored one (task.eval_holdout), else on the evaluation split.
 - min_speedup: the recommended artifact on `speedup_target` at `speedup_shape`, on every host
   that measured it, against the uncompressed PyTorch model on the same host. Where `run` timed
   the pair back to back (results.speed_trials, measure/speed_trial.py), the gate decides on
@@ -125,9 +126,10 @@ def accuracy_gate(
     decision: Decision = "non-inferior",
 ) -> Gate:
     """Passes when every scoped artifact is within `limit` points under `decision`
-    (report/decision.py, the recommendation's rule); the worst one decides. Its value is the
-    drop it is judged on: at the one-sided 95% lower bound ("non-inferior"), or at the point
-    estimate ("point"). An artifact with no stored bound is undecided and fails, named."""
+    (report/decision.py, the recommendation's rule, on its examples: the eval holdout when the
+    run scored one); the worst one decides. Its value is the drop it is judged on: at the
+    one-sided 95% lower bound ("non-inferior"), or at the point estimate ("point"). An artifact
+    with no stored bound is undecided and fails, named."""
     judged = [
         (j, e)
         for e in _scoped_evaluations(results, recommendation, scope)
@@ -143,6 +145,8 @@ def accuracy_gate(
     else:
         on = "" if worst.metric == results.task.primary_metric else f" {worst.metric}"
         reason = f"{_label(ev)}{on}: {accuracy_phrase(worst, limit)}"
+    if D.on_eval_holdout(results):
+        reason += " on the eval holdout"
     value = None if worst.drop is None else round(worst.drop, 4)
     return Gate(
         name="max_accuracy_drop",

@@ -14,6 +14,9 @@ the first host that measured that provider (the run's own host comes first in `b
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from asc_deploy.config import Decision, GatesConfig
 from asc_deploy.measure.statistics import examples_for, minimal_detectable_drop
 from asc_deploy.records import Measurement, Pick, Results
@@ -114,13 +117,52 @@ def _metric(results: Results, judged: D.Judged) -> str:
     return judged.metric if judged.metric != results.task.primary_metric else ""
 
 
+def _on(results: Results) -> str:
+    """Where the decisions were taken, when not on the evaluation split."""
+    return " on the eval holdout" if D.on_eval_holdout(results) else ""
+
+
+def _dev_beside(results: Results, pick: Pick) -> str:
+    """The pick's difference on the evaluation split, beside one decided on the eval holdout."""
+    if not D.on_eval_holdout(results) or _is_reference(results, pick):
+        return ""
+    ev = results.evaluation(pick.model, pick.variant)
+    c = D.split_scores(ev).comparisons.get(results.task.primary_metric) or {}
+    if "ci_low" not in c:
+        return ""
+    interval = f"{D.signed(c['delta'])} [95% CI {D.signed(c['ci_low'])}, {D.signed(c['ci_high'])}]"
+    return f"; on the evaluation split (published-comparable): {interval}"
+
+
+def basis_line(results: Results) -> str | None:
+    """Which examples decided, and that nothing else read them; None on the evaluation split."""
+    held = results.task.eval_holdout
+    if not D.on_eval_holdout(results) or held is None:
+        return None
+    left_out = (
+        f"; {held.dropped:,} more were reserved and left out, their text also read elsewhere"
+        if held.dropped
+        else ""
+    )
+    return (
+        f"Decided on the eval holdout: {held.examples:,} training examples that nothing was "
+        f"trained, profiled, screened or calibrated on (task.eval_holdout){left_out}; overlap, "
+        f"by id or text, with the training split {held.overlap_training} and with the "
+        f"screening reserve {held.overlap_screening}; {held.shared_with_eval} share a text with "
+        f"the evaluation split, whose {results.task.eval_examples:,} examples give the "
+        "published-comparable numbers beside them"
+    )
+
+
 def decision_lines(results: Results, gates: GatesConfig) -> list[str]:
     """Per target and host: the rule the recommendation was decided on and the numbers that
     decided it; where the point rule would pick another artifact, that one and why it cannot be
-    shown within the budget (its one-sided 95% lower bound)."""
+    shown within the budget (its one-sided 95% lower bound). Decided on the eval holdout, which
+    set decided comes first and the pick's evaluation-split difference beside its own."""
     budget = gates.accuracy_budget
     point = recommend(results, gates.model_copy(update={"decision": "point"}))
-    lines = []
+    basis = basis_line(results)
+    lines = [basis] if basis and results.recommendation else []
     for provider, rec in results.recommendation.items():
         others = _host_picks(point.get(provider))
         for label, pick in _host_picks(rec).items():
@@ -133,13 +175,14 @@ def decision_lines(results: Results, gates: GatesConfig) -> list[str]:
             if _is_reference(results, pick):
                 lines.append(
                     f"{where}: no faster artifact is shown within {_points(budget)} of the "
-                    f"uncompressed model at one-sided 95%, so {pick.model} {pick.variant} stays "
-                    "the recommendation"
+                    f"uncompressed model at one-sided 95%{_on(results)}, so {pick.model} "
+                    f"{pick.variant} stays the recommendation"
                 )
             else:
                 lines.append(
-                    f"{where}: {_name(pick)}, the fastest artifact shown non-inferior "
-                    f"(within {_points(budget)} at one-sided 95%): {phrase}"
+                    f"{where}: {_name(pick)}, the fastest artifact shown non-inferior"
+                    f"{_on(results)} (within {_points(budget)} at one-sided 95%): {phrase}"
+                    + _dev_beside(results, pick)
                 )
             unsafe = _unsafe_point_pick(results, pick, others.get(label), budget)
             if unsafe:
@@ -164,18 +207,18 @@ def _unsafe_point_pick(results: Results, pick: Pick, other: Pick | None, budget:
 def _point_line(results: Results, where: str, pick: Pick, phrase: str, budget: float) -> str:
     """The point rule's pick, with what non-inferiority would say of it."""
     line = (
-        f"{where}: {_name(pick)}, the fastest artifact whose point difference is within "
-        f"{_points(budget)} (gates.decision: point): {phrase}"
+        f"{where}: {_name(pick)}, the fastest artifact whose point difference{_on(results)} is "
+        f"within {_points(budget)} (gates.decision: point): {phrase}"
     )
     if _is_reference(results, pick):
         return line
     judged = _judged(results, pick, "non-inferior")
     if judged.bound is None:
-        return line + "; no one-sided 95% lower bound is stored for it"
+        return line + "; no one-sided 95% lower bound is stored for it" + _dev_beside(results, pick)
     shown = "also shows" if judged.within(budget) else "cannot show"
     return (
         line + f"; its one-sided 95% lower bound {D.signed(judged.bound)} {shown} that it loses "
-        f"at most {_points(budget)}"
+        f"at most {_points(budget)}" + _dev_beside(results, pick)
     )
 
 
@@ -192,17 +235,19 @@ def _in_question(results: Results, gates: GatesConfig) -> Pick | None:
 
 
 def power_line(results: Results, gates: GatesConfig) -> str | None:
-    """The smallest drop the evaluation set tells from 0 at one-sided 95%, for the artifact in
-    question (statistics.minimal_detectable_drop: 1.645 * rms / sqrt(n), for right/wrong
-    outcomes 1.645 * 100 * sqrt(p_disc / n) with p_disc the share of examples on which it and the
-    uncompressed model disagree), against the accuracy budget; None with nothing benched."""
+    """The smallest drop the set the decisions are taken on tells from 0 at one-sided 95%, for
+    the artifact in question (statistics.minimal_detectable_drop: 1.645 * rms / sqrt(n), for
+    right/wrong outcomes 1.645 * 100 * sqrt(p_disc / n) with p_disc the share of examples on
+    which it and the uncompressed model disagree), against the accuracy budget; on the eval
+    holdout, the evaluation split's beside it. None with nothing benched."""
     if not results.recommendation:
         return None
     pick = _in_question(results, gates)
     if pick is None:
         return "Power: no artifact other than the uncompressed model to size the evaluation set by"
     metric = results.task.primary_metric
-    comparison = D.comparison_of(results.evaluation(pick.model, pick.variant), metric) or {}
+    ev = results.evaluation(pick.model, pick.variant)
+    comparison = D.scores(results, ev).comparisons.get(metric) or {}
     rms, n = comparison.get("rms_difference"), comparison.get("n")
     name = f"{pick.model} {pick.variant}"
     if rms is None or not n:
@@ -211,25 +256,11 @@ def power_line(results: Results, gates: GatesConfig) -> str | None:
             "results.json predates it); re-run `asc-deploy run` on its config"
         )
     budget = gates.accuracy_budget
+    examples = "eval-holdout examples" if D.on_eval_holdout(results) else "evaluation examples"
     drop = minimal_detectable_drop(rms, n)
-    discordant = comparison.get("discordant")
-    if discordant is not None:
-        share = (discordant["b"] + discordant["c"]) / n
-        how = (
-            f"{name} and the uncompressed model differ in correctness (McNemar's discordant "
-            f"pairs) on {share:.1%} of the {n} evaluation examples, so the smallest drop the set "
-            f"tells from 0 at one-sided 95% is "
-            f"1.645 × 100 × √({share:.4f} / {n}) = {drop:.2f} points"
-        )
-    else:
-        how = (
-            f"the per-example {metric} differences of {name} from the uncompressed model have a "
-            f"root mean square of {rms:.1f} points over the {n} evaluation examples, so the "
-            f"smallest drop the set tells from 0 at one-sided 95% is 1.645 × {rms:.1f} / "
-            f"√{n} = {drop:.2f} points"
-        )
     side = "below" if drop < budget else "not below"
-    line = f"Power ({metric}): {how}, {side} the {budget:g}-point budget"
+    line = f"Power ({metric}): {_power_how(name, metric, comparison, examples)}, {side} the "
+    line += f"{budget:g}-point budget" + _split_power(results, ev, metric)
     if budget > 0 and rms > 0:
         needed = examples_for(budget, rms)
         line += (
@@ -237,3 +268,35 @@ def power_line(results: Results, gates: GatesConfig) -> str | None:
             "drop from 0"
         )
     return line
+
+
+def _power_how(name: str, metric: str, comparison: Mapping[str, Any], examples: str) -> str:
+    """How the smallest detectable drop follows from the disagreement, in numbers."""
+    rms, n = comparison["rms_difference"], comparison["n"]
+    drop = minimal_detectable_drop(rms, n)
+    discordant = comparison.get("discordant")
+    if discordant is not None:
+        share = (discordant["b"] + discordant["c"]) / n
+        return (
+            f"{name} and the uncompressed model differ in correctness (McNemar's discordant "
+            f"pairs) on {share:.1%} of the {n} {examples}, so the smallest drop the set "
+            f"tells from 0 at one-sided 95% is "
+            f"1.645 × 100 × √({share:.4f} / {n}) = {drop:.2f} points"
+        )
+    return (
+        f"the per-example {metric} differences of {name} from the uncompressed model have a "
+        f"root mean square of {rms:.1f} points over the {n} {examples}, so the "
+        f"smallest drop the set tells from 0 at one-sided 95% is 1.645 × {rms:.1f} / "
+        f"√{n} = {drop:.2f} points"
+    )
+
+
+def _split_power(results: Results, ev, metric: str) -> str:
+    """Beside a power decided on the eval holdout: what the evaluation split alone resolves."""
+    if not D.on_eval_holdout(results):
+        return ""
+    c = D.split_scores(ev).comparisons.get(metric) or {}
+    if not c.get("n") or c.get("rms_difference") is None:
+        return ""
+    drop = minimal_detectable_drop(c["rms_difference"], c["n"])
+    return f" (the evaluation split's {c['n']} examples alone: {drop:.2f} points)"

@@ -2,9 +2,10 @@
 
 `asc-deploy report` reads a file anyone can edit: an accuracy raised to 99.9 would otherwise
 become the recommendation and pass the accuracy gate. Every evaluation's metrics are recomputed
-from its own predictions file (and its batched run's from that one's), the rows must name
-known, distinct models, and every bench row (merged --bench files too) must have timed the graph
-its row was evaluated as; the first row that does not reconcile is one UserError naming it.
+from its own predictions file (and its batched and eval-holdout runs' from theirs), the rows
+must name known, distinct models, and every bench row (merged --bench files too) must have timed
+the graph its row was evaluated as; the first row that does not reconcile is one UserError
+naming it.
 """
 
 from __future__ import annotations
@@ -65,6 +66,14 @@ def _matches_predictions(results: Results, ev: Evaluation, source: str) -> None:
         raise UserError(f"{row}: primary {ev.primary} is not its metrics' {metric}")
     served = _records(ev.predictions, row)
     _same_metrics(results, served, ev.metrics, ev.examples, f"{row} ({ev.predictions})")
+    held = ev.eval_holdout
+    if held is not None:  # what the decisions read: as checked as the evaluation split
+        if held.primary != held.metrics.get(metric):
+            raise UserError(
+                f"{row} eval holdout: primary {held.primary} is not its metrics' {metric}"
+            )
+        where = f"{row} on the eval holdout ({held.predictions})"
+        _same_metrics(results, _records(held.predictions, row), held.metrics, held.examples, where)
     if ev.batched is None:
         return
     batched = _records(ev.batched.predictions, f"{row} batched")

@@ -256,6 +256,8 @@ def build_document(results: Results, images: list[Image], config: GatesConfig) -
     if notes:
         blocks += [Heading("Notes", 3), Bullets(notes)]
     data_note = f"; {task.data_note}" if task.data_note else ""
+    if task.eval_holdout is not None:
+        data_note += f"; {task.eval_holdout.examples} eval-holdout examples from its training split"
     blocks.append(
         Paragraph(
             f"Task {task.name} ({task.eval_examples} evaluation examples{data_note}). "

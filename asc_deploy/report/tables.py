@@ -1,7 +1,9 @@
 """The report's tables, built once as plain rows and rendered as markdown or rich tables.
 
 - main_table: one row per (model, variant): layers, parameters, size, the task metric and its
-  delta (with the paired 95% CI when the evaluation carries one), on int8 rows the bert-99 view
+  delta (with the paired 95% CI when the evaluation carries one) on the evaluation split and,
+  where the run reserved one, on the eval holdout the decisions are taken on; on int8 rows the
+  bert-99 view
   (the metric as a % of the same model's fp32 artifact, and the paired int8 - fp32 difference
   with its 95% CI; report/bert99.py), faithfulness measures, and one cell per (host, provider,
   shape) with p50 / p95 and the speedup against the uncompressed PyTorch model on the same
@@ -25,6 +27,7 @@ from typing import Any
 
 from asc_deploy.measure.statistics import QA_SUBSETS, SIGNIFICANCE
 from asc_deploy.records import Evaluation, Gate, Measurement, ModelEntry, Pick, Results, host_label
+from asc_deploy.report import decision as D
 from asc_deploy.report import results as R
 from asc_deploy.report.bert99 import BERT99, Int8Share, int8_shares
 from asc_deploy.report.gates import fmt_limit, gates_config
@@ -104,6 +107,15 @@ class Paired:
         delta = comparison.get("delta", ev.delta)
         return cls(delta, lo, hi, p, significant)
 
+    @classmethod
+    def of_eval_holdout(cls, ev: Evaluation | None, metric: str) -> Paired | None:
+        """The evaluation's eval-holdout comparison of `metric`, where it has one."""
+        run = ev.eval_holdout if ev else None
+        c = run.comparisons.get(metric) if run else None
+        if c is None:
+            return None
+        return cls(c.delta, c.ci_low, c.ci_high, c.p_value, c.significant)
+
     def interval(self) -> str:
         """'-0.40 [-1.30, +0.50]', or just the delta when no interval was computed."""
         text = _signed(self.delta) if self.delta is not None else MISSING
@@ -165,6 +177,7 @@ def main_table(results: Results, flip_bound: float | None = None) -> Table:
         for h, p, b, s in targets
     ]
     paired = any(e.comparison for e in results.evaluations)
+    held = any(e.eval_holdout for e in results.evaluations)
     shares = int8_shares(results)
     bert99_headers = ["int8 % of fp32", "int8 Δ vs fp32 [95% CI]"] if shares else []
     batched = _batched_size(results)
@@ -179,6 +192,7 @@ def main_table(results: Results, flip_bound: float | None = None) -> Table:
         f"{metric} b1" if batched else metric,
         "Δ (pts) [95% CI]" if paired else "Δ (pts)",
         *(["p (paired)"] if paired else []),
+        *([f"{metric} eval holdout", "Δ eval holdout [95% CI]"] if held else []),
         *([f"{metric} b{batched}", "Flip %"] if batched else []),
         *bert99_headers,
         "Agree",
@@ -207,6 +221,7 @@ def main_table(results: Results, flip_bound: float | None = None) -> Table:
             fmt(ev.primary if ev else None),
             delta_cell(ev, results.task.primary_metric),
             *([_p_cell(paired_row.p_value if paired_row else None)] if paired else []),
+            *(_eval_holdout_cells(ev, metric) if held else []),
         ]
         if batched:
             if ev and ev.flip_rate is not None and ev.flip_rate > flip_bound:
@@ -225,11 +240,32 @@ def main_table(results: Results, flip_bound: float | None = None) -> Table:
         _served_note(batched, flip_bound)
         + "Δ in points vs the uncompressed model in PyTorch fp32"
         + (" with its paired 95% CI (* significant)" if paired else "")
+        + (_eval_holdout_note(results) if held else "")
         + _bert99_note(results, shares)
         + "; Agree / Err J / kNN against it; latency cells: p50 / p95 (speedup vs the "
         "uncompressed PyTorch model on the same host, provider and shape)." + _floor_note(results)
     )
     return table
+
+
+def _eval_holdout_cells(ev: Evaluation | None, metric: str) -> list[str]:
+    """The eval holdout's metric and paired difference, where the decisions were taken."""
+    run = ev.eval_holdout if ev else None
+    if run is None:
+        return [MISSING, MISSING]
+    paired = Paired.of_eval_holdout(ev, metric)
+    return [fmt(run.primary), paired.starred() if paired else fmt(run.delta)]
+
+
+def _eval_holdout_note(results: Results) -> str:
+    held = results.task.eval_holdout
+    size = f"{held.examples:,} " if held else ""
+    return (
+        f"; on the evaluation split ({results.task.eval_examples:,} examples: the "
+        f"published-comparable numbers) and on the eval holdout ({size}training examples "
+        "nothing was trained on, task.eval_holdout), where the recommendation and the gates "
+        "decide"
+    )
 
 
 def _batched_size(results: Results) -> int | None:
@@ -404,26 +440,25 @@ def gates_table(gates: list[Gate]) -> Table:
 
 
 def recommendation_table(results: Results, recommendation: dict[str, Pick]) -> Table:
-    headers = [
-        "Target",
-        "Host",
-        "Model",
-        "Variant",
-        results.task.primary_metric,
-        "Δ (pts)",
-        "Shape",
-        "p50 ms",
-        "p95 ms",
-        "Speedup",
-        "Size (MB)",
-    ]
+    """Each target's pick; decided on the eval holdout, its metric and difference there come
+    first and the evaluation split's difference beside them."""
+    metric = results.task.primary_metric
+    held = D.on_eval_holdout(results)
+    scored = (
+        [f"{metric} (eval holdout)", "Δ eval holdout (pts)", "Δ eval split (pts)"]
+        if held
+        else [metric, "Δ (pts)"]
+    )
+    headers = ["Target", "Host", "Model", "Variant", *scored, "Shape", "p50 ms", "p95 ms",
+               "Speedup", "Size (MB)"]  # fmt: skip
     table = Table("Recommendation", headers, note="No bench measurements: nothing to recommend.")
     if recommendation:
+        on = " on the eval holdout" if held else ""
         table.note = "Fastest artifact within the accuracy budget on each target and host, " + (
-            "by its point difference (gates.decision: point)."
+            f"by its point difference{on} (gates.decision: point)."
             if gates_config(results).decision == "point"
-            else "shown non-inferior: the one-sided 95% lower bound of its paired difference "
-            "is at least minus the budget."
+            else f"shown non-inferior{on}: the one-sided 95% lower bound of its paired "
+            "difference is at least minus the budget."
         )
     for provider, rec in recommendation.items():
         for pick in (rec.by_host or {"": rec}).values():
@@ -438,10 +473,7 @@ def recommendation_table(results: Results, recommendation: dict[str, Pick]) -> T
                     pick.host_label or MISSING,
                     pick.model,
                     pick.variant,
-                    fmt(pick.primary),
-                    delta_cell(ev, results.task.primary_metric, with_verdict=True)
-                    if ev
-                    else fmt(pick.delta),
+                    *_picked_scores(ev, pick, metric, held),
                     f"{pick.batch}x{pick.sequence}",
                     fmt(pick.p50_ms),
                     fmt(pick.p95_ms),
@@ -450,6 +482,18 @@ def recommendation_table(results: Results, recommendation: dict[str, Pick]) -> T
                 ]
             )
     return table
+
+
+def _picked_scores(ev: Evaluation | None, pick: Pick, metric: str, held: bool) -> list[str]:
+    """The pick's metric and difference (with the verdict) where it was decided; on the eval
+    holdout, then its evaluation-split difference too."""
+    split = delta_cell(ev, metric, with_verdict=True) if ev else fmt(pick.delta)
+    if not held:
+        return [fmt(pick.primary), split]
+    run = ev.eval_holdout if ev else None
+    paired = Paired.of_eval_holdout(ev, metric)
+    decided = f"{paired.interval()}, {paired.verdict()}" if paired else MISSING
+    return [fmt(run.primary if run else None), decided, split]
 
 
 # -- layer choice ---------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from pathlib import Path
 from asc_deploy.records import (
     BatchedRun,
     BenchRun,
+    EvalHoldoutRun,
     Evaluation,
     ModelFolder,
     SpeedTrial,
@@ -35,16 +36,25 @@ def evaluate(
 ) -> Evaluation:
     """`source` (a model folder for PyTorch variants, an artifact folder otherwise) on the
     evaluation split, at the served batch (1) and at the largest batch a server forms, in
-    arrival order; per-example predictions of both go to `<run>/evals/<model>--<variant>/`."""
+    arrival order; and on the eval holdout when the task reserves one, at the served batch only
+    (what the decisions read; the batched pass is about the split, and costs as much again).
+    Per-example predictions of each go to `<run>/evals/<model>--<variant>/`."""
+    from asc_deploy.tasks.holdout import eval_holdout_scoring
+
     batch = batched_size(s["bench.batch_sizes"])
+    holdout = eval_holdout_scoring(task)
+    runtime = "PyTorch" if variant in TORCH_VARIANTS else "ONNX Runtime"
+    also = ", the eval holdout at batch 1" if holdout is not None else ""
+    announce(f"evaluate {model} ({variant}, {runtime}, batch 1 and {batch}{also})")
     if variant in TORCH_VARIANTS:
-        announce(f"evaluate {model} ({variant}, PyTorch, batch 1 and {batch})")
-        served, batched, facts = _evaluate_torch(source, task, variant, batch)
+        run, facts = _torch_runner(source, task, variant)
     else:
-        announce(f"evaluate {model} ({variant}, ONNX Runtime, batch 1 and {batch})")
-        served, batched, facts = _evaluate_onnx(source, task, batch)
+        run, facts = _onnx_runner(source)
+    served = run(task, SERVED_BATCH, with_cls=True)
+    batched = run(task, batch, sort_by_length=False, progress=False)
     folder = ctx.root / "evals" / f"{model}--{variant}"
     saved = _save_predictions(folder, served)
+    held = run(holdout, SERVED_BATCH) if holdout is not None else None
     return Evaluation(
         model=model,
         variant=variant,
@@ -54,6 +64,7 @@ def evaluate(
         examples=served.num_examples,
         batch_size=SERVED_BATCH,
         batched=_batched_run(folder, served, batched, batch, task),
+        eval_holdout=_eval_holdout_run(folder, held, task) if held is not None else None,
         **saved,
         **facts,
     )
@@ -72,12 +83,29 @@ def _batched_run(folder: Path, served, batched, batch: int, task: Task) -> Batch
     )
 
 
-def _evaluate_onnx(source: Path, task: Task, batch: int):
+def _eval_holdout_run(folder: Path, result, task: Task) -> EvalHoldoutRun:
+    """The served-batch run on the eval holdout; its comparisons are filled in by the pipeline
+    once the reference's run exists."""
+    from asc_deploy.tasks.evaluation import save_predictions
+
+    path = save_predictions(folder / "predictions-eval-holdout.jsonl", result.predictions)
+    return EvalHoldoutRun(
+        examples=result.num_examples,
+        metrics=result.metrics,
+        primary=result.metrics.get(task.primary_metric),
+        predictions=str(path),
+        seconds=round(result.seconds, 3),
+    )
+
+
+def _onnx_runner(source: Path):
+    """(run(view, batch_size, **options) -> EvalResult, the artifact's facts)."""
+    from asc_deploy.deploy.artifacts import MODEL_FILE, read_manifest
     from asc_deploy.deploy.ort_evaluate import evaluate_onnx
 
-    served = evaluate_onnx(source, task, batch_size=SERVED_BATCH)
-    batched = evaluate_onnx(source, task, batch_size=batch, sort_by_length=False, progress=False)
-    from asc_deploy.deploy.artifacts import MODEL_FILE, read_manifest
+    def run(view: Task, batch_size: int, with_cls: bool = False, **options):
+        # with_cls is PyTorch's: an exported graph has no [CLS] output to collect
+        return evaluate_onnx(source, view, batch_size=batch_size, **options)
 
     facts = {
         "runtime": "onnxruntime",
@@ -85,10 +113,12 @@ def _evaluate_onnx(source: Path, task: Task, batch: int):
         "sha256": read_manifest(source)["files"][MODEL_FILE]["sha256"],
         "size_bytes": (source / MODEL_FILE).stat().st_size,
     }
-    return served, batched, facts
+    return run, facts
 
 
-def _evaluate_torch(source: Path, task: Task, variant: str, batch: int):
+def _torch_runner(source: Path, task: Task, variant: str):
+    """(run(view, batch_size, **options) -> EvalResult, the model's facts), the model loaded
+    (and for torch-dynamic-int8 quantised) once for every run."""
     from asc_deploy.models.loading import count_parameters, load_model_and_tokenizer
     from asc_deploy.tasks.evaluation import evaluate_torch
 
@@ -99,18 +129,19 @@ def _evaluate_torch(source: Path, task: Task, variant: str, batch: int):
         from asc_deploy.measure.torch_runner import quantize_dynamic_int8
 
         model = quantize_dynamic_int8(model)
-    served = evaluate_torch(model, tokenizer, task, batch_size=SERVED_BATCH)
-    batched = evaluate_torch(
-        model, tokenizer, task, batch_size=batch, with_cls=False, progress=False,
-        sort_by_length=False,
-    )  # fmt: skip
+
+    def run(view: Task, batch_size: int, with_cls: bool = False, **options):
+        return evaluate_torch(
+            model, tokenizer, view, batch_size=batch_size, with_cls=with_cls, **options
+        )
+
     files = list(source.glob("*.safetensors")) + list(source.glob("*.bin"))
     facts = {
         "runtime": "torch",
         "size_bytes": sum(f.stat().st_size for f in files) or None,
         "parameters": parameters if variant == "torch" else None,
     }
-    return served, batched, facts
+    return run, facts
 
 
 def _save_predictions(folder: Path, result) -> dict[str, str | None]:

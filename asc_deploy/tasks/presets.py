@@ -140,10 +140,11 @@ PRESETS: dict[str, Preset] = {
 
 def build_task(cfg: TaskConfig, project_root: Path | None = None) -> Task:
     """Resolve a task config (preset or a user's own data) into a Task, its last `cfg.holdout`
-    training examples reserved; UserError if it cannot."""
+    training examples reserved for screening and the `cfg.eval_holdout` before them for
+    evaluation; UserError if it cannot."""
     from asc_deploy.tasks.holdout import reserve
 
-    return reserve(_build_task(cfg, project_root), cfg.holdout)
+    return reserve(_build_task(cfg, project_root), cfg.holdout, cfg.eval_holdout)
 
 
 def _build_task(cfg: TaskConfig, project_root: Path | None) -> Task:
