@@ -254,9 +254,26 @@ def eval_holdout_run(pipeline_workspace) -> tuple[Path, dict]:
     gates that pass (the accuracy gate at 100 points) so the report tests derive the rest."""
     config = eval_holdout_config(pipeline_workspace, "held")
     config["gates"]["max_accuracy_drop"] = 100.0
-    path = pipeline_workspace / "held.yaml"
+    return run_to_results(pipeline_workspace, "held", config)
+
+
+def run_to_results(workspace: Path, name: str, config: dict) -> tuple[Path, dict]:
+    """`asc-deploy run` on `config` saved as <workspace>/<name>.yaml, which must pass: (its
+    output folder, its results.json)."""
+    path = workspace / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     result = cli("run", str(path))
     assert result.returncode == 0, result.stderr[-3000:]
-    root = pipeline_workspace / "exports" / "held"
+    root = workspace / "exports" / name
     return root, json.loads((root / "report" / "results.json").read_text())
+
+
+def without_stored_bounds(doc: dict) -> dict:
+    """`doc` (a results.json) as written before comparisons stored the one-sided bound and the
+    gates had `decision`."""
+    for ev in doc["evaluations"]:
+        for comparison in (ev["comparison"], *ev["comparisons"].values()):
+            for field in ("ni_low", "ni_confidence", "rms_difference"):
+                del comparison[field]
+    del doc["run"]["config"]["gates"]["decision"]
+    return doc

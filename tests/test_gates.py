@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from pipeline_helpers import with_wrong_answers
+from pipeline_helpers import with_wrong_answers, without_stored_bounds
 
 from asc_deploy.config import GatesConfig
 from asc_deploy.errors import UserError
@@ -192,12 +192,7 @@ def test_gate_and_recommendation_agree_on_every_artifact(one_wrong, decision):
 def test_an_evaluation_without_a_stored_bound_is_undecided(results):
     """A results.json written before the bound: it loads, its artifacts are not shown within
     any budget (the uncompressed model still is), and the gate says which field is missing."""
-    doc = results.dump()
-    for ev in doc["evaluations"]:
-        for comparison in (ev["comparison"], *ev["comparisons"].values()):
-            for field in ("ni_low", "ni_confidence", "rms_difference"):
-                del comparison[field]
-    del doc["run"]["config"]["gates"]["decision"]
+    doc = without_stored_bounds(results.dump())
     old = Results.model_validate(doc)
     assert G.gates_config(old).decision == "non-inferior"
     assert within_budget(old, 100.0) == {old.reference_evaluation().key}

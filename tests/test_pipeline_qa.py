@@ -12,8 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
-from pipeline_helpers import cli, write_model
+from pipeline_helpers import run_to_results, write_model
 
 CONTEXT = (
     "the king was born in paris . the queen was born in london . "
@@ -86,12 +85,7 @@ def qa_run(tmp_path_factory, tiny_tokenizer_dir):
         },
         "gates": {"max_accuracy_drop": 100.0, "speedup_shape": [1, 32]},
     }
-    path = tmp / "qa.yaml"
-    path.write_text(yaml.safe_dump(config))
-    result = cli("run", str(path))
-    assert result.returncode == 0, result.stderr[-3000:]
-    root = tmp / "exports" / "qa"
-    return root, json.loads((root / "report" / "results.json").read_text())
+    return run_to_results(tmp, "qa", config)
 
 
 def test_qa_run_reports_em_and_f1_with_cis_for_every_recovered_model_and_artifact(qa_run):

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pipeline_helpers import without_stored_bounds
 
 from asc_deploy.measure import harness
 from asc_deploy.records import Results, host_label, load_results
@@ -125,12 +126,7 @@ def test_a_results_json_from_before_the_bound_is_reported_and_says_what_is_missi
     """Written before comparisons stored the one-sided bound (and gates had `decision`): it
     loads, only the uncompressed model is shown within the budget, and the report names the
     missing field, the point rule's pick and the two ways to decide it."""
-    doc = results.dump()
-    for ev in doc["evaluations"]:
-        for comparison in (ev["comparison"], *ev["comparisons"].values()):
-            for field in ("ni_low", "ni_confidence", "rms_difference"):
-                del comparison[field]
-    del doc["run"]["config"]["gates"]["decision"]
+    doc = without_stored_bounds(results.dump())
     path = _save(tmp_path / "results.json", doc)
     code, _, err = _cli(monkeypatch, capsys, path, "-o", tmp_path / "rep", "--no-plots")
     assert code == 0, err  # the gate checks the recommendation: the uncompressed model
