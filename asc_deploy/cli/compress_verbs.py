@@ -68,19 +68,11 @@ def profile(
     as_json: Annotated[bool, typer.Option("--json", help="Print the record as JSON.")] = False,
 ) -> None:
     """ASC step 2-3: one forward pass over the training split, the (L+1)x(L+1) similarity matrix."""
-    from asc_deploy.compress.asc import (
-        check_threshold,
-        selections_for_thresholds,
-        thresholds_for_depths,
-    )
+    from asc_deploy.compress.asc import check_threshold
     from asc_deploy.compress.criteria import check_count
-    from asc_deploy.compress.profiling import (
-        profile_task,
-        read_similarity,
-        similarity_record,
-        write_similarity,
-    )
+    from asc_deploy.compress.profiling import read_similarity
     from asc_deploy.errors import UserError
+    from asc_deploy.stages.compress import model_folder, profile_model, select_asc
 
     try:
         levels = [check_threshold(float(t)) for t in thresholds.split(",")]
@@ -94,34 +86,30 @@ def profile(
     for count in depths:
         check_count(total, count, "--remove-layers")
     resolved = resolve_task(task, data_dir, config)
-    result, identity = profile_task(model, resolved, max_samples, batch_size, trust_remote_code)
-    record = similarity_record(result, identity)
-    selections = selections_for_thresholds(result.matrix, levels, epsilon)
-    # A target depth's threshold sits exactly on an entry's edge: compute it on the stored
-    # (rounded) matrix that `prune --remove-layers` reads back, so both agree.
-    by_depth = thresholds_for_depths(record["matrix"], depths, epsilon)
-    write_similarity(output, record, selections, epsilon, by_depth)
+    # The stages' own path: `run`, this verb and `prune --similarity` select on one stored matrix.
+    record = profile_model(
+        model_folder(model), resolved, max_samples, batch_size, trust_remote_code
+    )
+    selections, by_depth = select_asc(record, levels, epsilon, depths, output)
     if as_json:
         print(json.dumps(read_similarity(output)))
         return
-    _print_selections(result.matrix, selections, output)
+    _print_selections(total, selections, output)
     for count, choice in by_depth.items():
         found = f"threshold {choice.threshold:.6g}: layers {choice.layers}"
         print(f"remove {count}: {found if choice.threshold is not None else choice.reason}")
 
 
-def _print_selections(matrix, selections, output: Path) -> None:
+def _print_selections(total: int, selections, output: Path) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"ASC selections ({len(matrix) - 1} layers) -> {output}")
+    table = Table(title=f"ASC selections ({total} layers) -> {output}")
     for column in ("threshold", "layers removed (1-based)", "layers kept"):
         table.add_column(column)
     for threshold, removed in selections.items():
         table.add_row(
-            f"{threshold:.2f}",
-            ", ".join(map(str, removed)) or "-",
-            str(len(matrix) - 1 - len(removed)),
+            f"{threshold:.2f}", ", ".join(map(str, removed)) or "-", str(total - len(removed))
         )
     Console().print(table)
 

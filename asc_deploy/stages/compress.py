@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from asc_deploy.config import OffTheShelfModel, WidthTarget
 from asc_deploy.records import (
@@ -16,6 +17,9 @@ from asc_deploy.records import (
 )
 from asc_deploy.stages.core import Context, Settings, announce, stage
 from asc_deploy.tasks.base import Task
+
+if TYPE_CHECKING:  # numpy stays out of the import of this module
+    from asc_deploy.compress.asc import DepthChoice
 
 
 def model_folder(path: str | Path) -> ModelFolder:
@@ -62,12 +66,24 @@ def _finetune(s: Settings, ctx: Context, source: str, task: Task, name: str) -> 
 )
 def profile(s: Settings, ctx: Context, model: ModelFolder, task: Task) -> Profile:
     """ASC's similarity matrix of the model's hidden states on the training split."""
+    announce("ASC profile: layer similarity on the training split")
+    return profile_model(
+        model, task, s["asc.profile_samples"], s["asc.batch_size"], s["trust_remote_code"]
+    )
+
+
+def profile_model(
+    model: ModelFolder,
+    task: Task,
+    samples: int | None,
+    batch_size: int,
+    trust_remote_code: bool,
+) -> Profile:
+    """The `profile` stage's record (also the `profile` verb's path): the matrix as stored,
+    rounded, which is the one every selection reads."""
     from asc_deploy.compress.profiling import profile_task, similarity_record
 
-    announce("ASC profile: layer similarity on the training split")
-    result, identity = profile_task(
-        model.path, task, s["asc.profile_samples"], s["asc.batch_size"], s["trust_remote_code"]
-    )
+    result, identity = profile_task(model.path, task, samples, batch_size, trust_remote_code)
     record = similarity_record(result, identity)
     return Profile(
         num_layers=record["num_layers"],
@@ -100,17 +116,11 @@ def select_candidates(
 ) -> Candidates:
     """Every layer set to build: ASC per threshold and per target depth, then each criterion at
     each of those depths (and `layer_counts`). Writes the similarity folder with the choices."""
-    import numpy as np
-
-    from asc_deploy.compress.asc import selections_for_thresholds, thresholds_for_depths
-    from asc_deploy.compress.profiling import write_similarity
-
-    matrix, total = np.asarray(profile.matrix), profile.num_layers
-    selections = selections_for_thresholds(matrix, s["asc.thresholds"], s["asc.epsilon"])
-    depths = thresholds_for_depths(matrix, s["asc.remove_layers"], s["asc.epsilon"])
-    write_similarity(
-        ctx.root / "similarity", profile.document, selections, s["asc.epsilon"], depths
-    )
+    total = profile.num_layers
+    selections, depths = select_asc(
+        profile, s["asc.thresholds"], s["asc.epsilon"], s["asc.remove_layers"],
+        ctx.root / "similarity",
+    )  # fmt: skip
     models = _asc_entries(selections, total) + _depth_entries(depths.values(), total)
     counts = sorted({m.removed for m in models} | set(s["comparisons.layer_counts"]))
     counts = [c for c in counts if 1 <= c < total]
@@ -124,6 +134,29 @@ def select_candidates(
         models=models + criteria,
         evidence=evidence,
     )
+
+
+def select_asc(
+    profile: Profile,
+    thresholds: list[float],
+    epsilon: float,
+    remove_layers: list[int],
+    folder: Path,
+) -> tuple[dict[float, list[int]], dict[int, DepthChoice]]:
+    """ASC's layers per threshold and per target depth, written with the matrix to `folder`
+    (the `select` stage's and the `profile` verb's path). Both read the stored, rounded matrix:
+    an entry near a threshold's edge then falls on the same side for `run`, the verb and
+    `prune --similarity`."""
+    import numpy as np
+
+    from asc_deploy.compress.asc import selections_for_thresholds, thresholds_for_depths
+    from asc_deploy.compress.profiling import write_similarity
+
+    matrix = np.asarray(profile.matrix)
+    selections = selections_for_thresholds(matrix, thresholds, epsilon)
+    depths = thresholds_for_depths(matrix, remove_layers, epsilon)
+    write_similarity(folder, profile.document, selections, epsilon, depths)
+    return selections, depths
 
 
 def _asc_entries(selections: dict[float, list[int]], total: int) -> list[ModelEntry]:
