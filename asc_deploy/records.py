@@ -405,17 +405,18 @@ class ConstantBaseline(Record):
 
 class EvalHoldout(Record):
     """The eval holdout's examples and their overlap with every other reader of the training
-    split, by id or text (tasks/holdout.py): checked 0 before the run's first stage."""
+    split, by id, text or fragment (tasks/holdout.py): checked 0 before the run's first stage."""
 
     examples: int = Field(ge=0)  # scored (a run starts only with 2 or more)
-    reserved: int = Field(ge=0)  # training examples taken (QA: from an article boundary)
+    reserved: int = Field(ge=0)  # training examples withheld from training (scored or not)
     overlap_training: int = Field(ge=0)  # with the training split every trainer reads
     overlap_screening: int = Field(ge=0)  # with the task.holdout reserve (screening, int8-mixed)
     shared_with_eval: int = Field(ge=0)  # a text also in the evaluation split: counted, no leak
 
     @property
-    def dropped(self) -> int:
-        """Reserved examples left out: their id or text is also read elsewhere."""
+    def withheld(self) -> int:
+        """Examples kept from training but not scored: fragments of scored texts (SST-2's
+        phrases), or QA questions whose context is also read elsewhere."""
         return self.reserved - self.examples
 
 

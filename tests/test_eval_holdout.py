@@ -88,21 +88,21 @@ def test_no_reader_of_the_training_split_is_handed_an_eval_holdout_example(
     training_slices(task, tokenizer, 1000, 8)
     held_out_scoring(task, 8, "screening.samples").load_examples("eval")
     scored = eval_holdout_scoring(task).load_examples("eval")
-    assert len(scored) == 20 and len(spy.ids) == 64 - 24  # everything else was read
+    assert len(scored) == 24 and len(spy.ids) == 64 - 24  # everything else was read
     assert not {e["id"] for e in scored} & spy.ids
     assert not _texts(scored) & spy.texts
 
 
-def test_the_reserves_sit_end_to_end_and_drop_repeats_of_what_is_read_elsewhere(
-    pipeline_workspace,
-):
+def test_the_reserves_sit_end_to_end_and_never_take_a_repeated_text(pipeline_workspace):
+    """Rows 50-53 repeat rows 0-3: the eval reserve scans back past them (one copy would be
+    trained on) to 24 scored texts, and both copies stay in training."""
     task = build_task(_config(pipeline_workspace).task)
     train = task._task.load_examples("train")
     fit, held, scored = task.load_examples("train"), task.held_out(), task.eval_held_out()
-    assert fit == train[:32] and held == train[56:]  # the screening reserve is where it was
-    assert [e["id"] for e in scored] == [str(i) for i in range(32, 56) if not 50 <= i < 54]
+    assert fit == train[:28] + train[50:54] and held == train[56:]  # screening where it was
+    assert [e["id"] for e in scored] == [str(i) for i in [*range(28, 50), 54, 55]]
     check = eval_reserve_check(task)
-    assert (check.examples, check.reserved, check.dropped) == (20, 24, 4)
+    assert (check.examples, check.reserved, check.withheld) == (24, 24, 0)
     assert (check.overlap_training, check.overlap_screening, check.shared_with_eval) == (0, 0, 4)
     no_eval = build_task(_config(pipeline_workspace, eval_holdout=0).task)
     assert no_eval.held_out() == held and eval_holdout_scoring(no_eval) is None
@@ -110,9 +110,58 @@ def test_the_reserves_sit_end_to_end_and_drop_repeats_of_what_is_read_elsewhere(
     assert "eval_held_out_examples" not in no_eval.data_identity("train")  # old keys kept
 
 
+class _Phrases:
+    """SST-2-shaped training rows: each sentence with its fragments as examples of their own,
+    shuffled as GLUE ships them, and a sentence pair task built from the same words."""
+
+    SENTENCES = [
+        "a gorgeous , witty film",
+        "the plot is thin but the actors are great",
+        "dull and far too long",
+        "an honest , moving story",
+    ]
+    FRAGMENTS = ["gorgeous , witty", "witty film", "the plot is thin", "the actors are great",
+                 "far too long", "moving story", "great"]  # fmt: skip
+
+    def __init__(self, pairs: bool = False):
+        texts = [self.FRAGMENTS[0], *self.SENTENCES[:2], *self.FRAGMENTS[1:], *self.SENTENCES[2:]]
+        self.train = [
+            {"id": str(i), "text": t, "label": i % 2, **({"text_pair": "ok"} if pairs else {})}
+            for i, t in enumerate(texts)
+        ]
+
+    def load_examples(self, split, max_samples=None):
+        return self.train if split == "train" else self.train[:1]
+
+    def data_identity(self, split, max_samples=None):
+        return {"split": split}
+
+
+def test_single_texts_reserve_whole_sentences_and_withhold_their_fragments():
+    """Scored: the last whole sentences before the screening reserve (the last row); withheld:
+    every fragment of them, wherever it sits; trained: the rest, fragments of other sentences
+    included, since nothing scored contains them."""
+    task = reserve(_Phrases(), 1, 2)
+    assert _texts(task.held_out()) == {"an honest , moving story"}
+    assert _texts(task.eval_held_out()) == {"dull and far too long", _Phrases.SENTENCES[1]}
+    assert _texts(task.load_examples("train")) == {
+        "gorgeous , witty", "a gorgeous , witty film", "witty film", "moving story"
+    }  # fmt: skip
+    check = eval_reserve_check(task)
+    assert (check.examples, check.reserved, check.withheld, check.overlap_training) == (2, 6, 4, 0)
+    with pytest.raises(UserError, match="has 3 whole texts before the task.holdout reserve"):
+        reserve(_Phrases(), 1, 4).load_examples("train")
+
+
+def test_sentence_pairs_are_whole_and_reserve_the_last_rows():
+    task = reserve(_Phrases(pairs=True), 1, 2)
+    train = task._task.load_examples("train")
+    assert task.eval_held_out() == train[-3:-1] and task.load_examples("train") == train[:-3]
+
+
 def test_an_eval_reserve_alone_reserves_nothing_for_screening(pipeline_workspace):
     task = build_task(_config(pipeline_workspace, holdout=0).task)
-    assert len(task.load_examples("train")) == 40 and len(task.eval_held_out()) == 20
+    assert len(task.load_examples("train")) == 40 and len(task.eval_held_out()) == 24
     with pytest.raises(UserError, match="set task.holdout"):
         held_out_scoring(task, 8, "screening.samples")
 
@@ -148,15 +197,14 @@ def test_qa_reserves_each_start_at_an_article():
     ("task", "extra", "message"),
     [
         ({"eval_holdout": 1}, {}, "key 'task.eval_holdout': Value error, a paired comparison"),
-        ({"eval_holdout": 60}, {}, "task.eval_holdout: the training split has 56 examples before "
-         "the task.holdout reserve, too few to reserve 60"),
+        ({"eval_holdout": 60}, {}, "task.eval_holdout: the training split has 48 whole texts "
+         "before the task.holdout reserve (in no other training text, not repeated), too few to "
+         "reserve 60"),
         ({"eval_holdout": 40}, {}, "task.eval_holdout: 40 reserved for evaluation and 8 for "
          "screening leave 16 training examples, fewer than the reserves; keep the reserves to "
          "half the training split at most (task.eval_holdout <= 24)"),
         ({}, {"asc": {"thresholds": [0.9], "profile_samples": 40}}, "task.eval_holdout: 24 "
          "reserved leave 32 training examples, fewer than asc.profile_samples (40) reads"),
-        ({"holdout": 0, "eval_holdout": 4, "data_dir": "data"}, {}, "task.eval_holdout: 0 of "
-         "the 4 reserved examples are not also in the rest of the training split"),
     ],
 )  # fmt: skip
 def test_a_bad_eval_holdout_is_one_error_line_before_any_training(
@@ -164,8 +212,6 @@ def test_a_bad_eval_holdout_is_one_error_line_before_any_training(
 ):
     raw = eval_holdout_config(pipeline_workspace, "bad")
     raw.update(output_dir=str(tmp_path / "exports"), **extra)
-    if task.get("data_dir"):  # the tiny run's rows: its last 18 repeat its first 18
-        task = {**task, "data_dir": str(pipeline_workspace / task["data_dir"])}
     raw["task"].update(task)
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(raw))
@@ -188,18 +234,19 @@ def _rows(path: str) -> list[dict]:
 
 def test_every_evaluation_is_scored_on_the_eval_holdout_at_batch_1_and_compared(held):
     assert held.task.eval_holdout.model_dump() == {
-        "examples": 20, "reserved": 24, "overlap_training": 0, "overlap_screening": 0,
+        "examples": 24, "reserved": 24, "overlap_training": 0, "overlap_screening": 0,
         "shared_with_eval": 4,
     }  # fmt: skip
     reference = held.reference_evaluation().eval_holdout
     ids = [r["id"] for r in _rows(reference.predictions)]
     for ev in held.evaluations:
         run = ev.eval_holdout
-        assert run.examples == 20 and ev.examples == 24  # the evaluation split beside it
+        assert run.examples == 24 and ev.examples == 24  # the evaluation split beside it
         assert [r["id"] for r in _rows(run.predictions)] == ids
         c = run.comparisons["accuracy"]
-        assert c.n == 20 and c.ni_low <= c.delta == pytest.approx(run.delta)
-        assert run.delta == pytest.approx(run.primary - reference.primary)
+        # each stored at 4 decimals: 1/24 of a point does not round exactly
+        assert c.n == 24 and c.ni_low <= c.delta == pytest.approx(run.delta, abs=1e-4)
+        assert run.delta == pytest.approx(run.primary - reference.primary, abs=1e-4)
 
 
 # -- decisions on the eval holdout ----------------------------------------------------------------
@@ -256,7 +303,7 @@ def test_a_drop_on_the_eval_holdout_fails_the_gate_there(held, tmp_path):
     assert TWIN in within_budget(_without_eval_holdout(worse), 0.0)  # the split saw no drop
     chosen = {"cpu": Pick(model=TWIN[0], variant=TWIN[1])}
     gate = accuracy_gate(worse, chosen, -bound - 0.1, "recommended")
-    assert not gate.passed and gate.value == pytest.approx(-bound)
+    assert not gate.passed and gate.value == pytest.approx(-bound, abs=1e-4)  # stored rounded
     assert gate.reason.startswith("uncompressed fp32: ")
     assert gate.reason.endswith(" on the eval holdout")
 
@@ -266,14 +313,13 @@ def test_the_report_says_which_set_decided_and_shows_the_split_beside_it(held, t
     md = (tmp_path / "report" / "report.md").read_text()
     lines = [line[2:] for line in md.split("### Main table")[0].splitlines() if line[:2] == "- "]
     assert lines[0] == (
-        "Decided on the eval holdout: 20 training examples that nothing was trained, profiled, "
-        "screened or calibrated on (task.eval_holdout); 4 more were reserved and left out, "
-        "their text also read elsewhere; overlap, by id or text, with the training split 0 and "
-        "with the screening reserve 0; 4 share a text with the evaluation split, whose 24 "
-        "examples give the published-comparable numbers beside them"
+        "Decided on the eval holdout: 24 training examples that nothing was trained, profiled, "
+        "screened or calibrated on (task.eval_holdout); overlap, by id, text or fragment, with "
+        "the training split 0 and with the screening reserve 0; 4 share a text with the "
+        "evaluation split, whose 24 examples give the published-comparable numbers beside them"
     )
     power = lines[-1]
-    assert power.startswith("Power (accuracy): ") and " of the 20 eval-holdout examples" in power
+    assert power.startswith("Power (accuracy): ") and " of the 24 eval-holdout examples" in power
     assert "(the evaluation split's 24 examples alone: " in power
     main = md.split("### Main table")[1].split("###")[0]
     assert "| accuracy eval holdout | Δ eval holdout [95% CI] |" in main

@@ -140,14 +140,14 @@ def basis_line(results: Results) -> str | None:
     if not D.on_eval_holdout(results) or held is None:
         return None
     left_out = (
-        f"; {held.dropped:,} more were reserved and left out, their text also read elsewhere"
-        if held.dropped
+        f"; {held.withheld:,} more (fragments of them, or repeats) were kept from training too"
+        if held.withheld
         else ""
     )
     return (
         f"Decided on the eval holdout: {held.examples:,} training examples that nothing was "
         f"trained, profiled, screened or calibrated on (task.eval_holdout){left_out}; overlap, "
-        f"by id or text, with the training split {held.overlap_training} and with the "
+        f"by id, text or fragment, with the training split {held.overlap_training} and with the "
         f"screening reserve {held.overlap_screening}; {held.shared_with_eval} share a text with "
         f"the evaluation split, whose {results.task.eval_examples:,} examples give the "
         "published-comparable numbers beside them"

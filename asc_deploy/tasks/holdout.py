@@ -5,22 +5,30 @@ The end of the training split is cut into two reserves:
     [ trained on (fine-tuning, recovery, profiling, selection, calibration) | eval | screening ]
 
 `task.holdout: n` reserves the last `n` examples: screening and the int8-mixed search score on
-them. `task.eval_holdout: m` reserves the `m` before those: every evaluation also scores on them
+them. `task.eval_holdout: m` reserves `m` before those: every evaluation also scores on them
 and the release decisions are taken there, on a set sized for the accuracy budget where the
 official evaluation split is too small to resolve it. Every reader of the training split sees
 only the rest. Scored on examples the model was trained on, a choice rewards what was memorised
 rather than what generalises; scored on the evaluation split, it would leak that split into the
-comparison it later judges. For extractive QA each reserve starts at an article boundary (a few
-more than asked), so no context is both trained on and scored.
+comparison it later judges.
 
-Datasets repeat examples (about 1% of SST-2's training phrases occur twice), so an example of the
-eval reserve whose id or text (QA: context) also occurs among the trained-on examples or the
-screening reserve is left out of it; `eval_reserve_check` then counts the overlap again from
-what each reader is handed, and a run records it (0) or refuses to start.
+What "not trained on" must mean depends on the data. SST-2's training split holds every phrase
+of each sentence's parse as its own example (a sentence and ten of its fragments): a block of
+training rows scored as a reserve is mostly fragments of trained-on sentences, and there an
+artifact measured 1.6 points better than on dev. So for single texts the eval reserve is `m`
+whole texts (inside no other training text, with dev's length distribution on SST-2), scanned
+back from the screening reserve, and every fragment of them is withheld from training as well.
+A text that occurs twice (about 1% of SST-2's phrases) is never taken. Sentence pairs are whole
+by nature. For extractive QA the reserve is the questions of whole articles (a few more than
+asked), less any whose context is read elsewhere, so no context is both trained on and scored.
+`eval_reserve_check` counts the overlap again from what each reader is handed, and a run
+records it (0) or refuses to start.
 """
 
 from __future__ import annotations
 
+from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from asc_deploy.errors import UserError
@@ -42,58 +50,151 @@ class _View:
 
 
 class Reserved(_View):
-    """A task whose training split lacks its last `holdout + eval_holdout` examples:
-    `held_out()` has the last `holdout`, `eval_held_out()` the `eval_holdout` before them."""
+    """A task whose training split lacks the screening reserve (its last `holdout` examples,
+    `held_out()`) and the eval reserve (`eval_holdout` whole texts before it, `eval_held_out()`,
+    with every fragment of them)."""
 
     def __init__(self, task: Task, holdout: int, eval_holdout: int = 0):
         self._task, self.holdout, self.eval_holdout = task, holdout, eval_holdout
-        # (eval reserve start, screening reserve start), found once: QA cuts walk back to an
-        # article start
-        self._cuts: tuple[int, int] | None = None
-        self._eval: list[Example] | None = None
+        self._parts: _Parts | None = None  # cut once: the eval reserve's search reads every text
 
-    def _split(self) -> tuple[list[Example], int, int]:
-        train = self._task.load_examples("train")
-        if self._cuts is None:
+    def _split(self) -> _Parts:
+        if self._parts is None:
+            train = self._task.load_examples("train")
             screening = _cut(train, len(train), self.holdout, "task.holdout")
-            self._cuts = (_cut(train, screening, self.eval_holdout, "task.eval_holdout"), screening)
-        return train, *self._cuts
+            self._parts = _eval_reserve(train, screening, self.eval_holdout)
+        return self._parts
 
     def load_examples(self, split: Split, max_samples: int | None = None) -> list[Example]:
         if split != "train":
             return self._task.load_examples(split, max_samples)
-        train, cut, _ = self._split()
-        return train[: cut if max_samples is None else min(cut, max_samples)]
+        return self._split().trained[:max_samples]
 
     def held_out(self, max_samples: int | None = None) -> list[Example]:
-        train, _, cut = self._split()
-        return train[cut:] if max_samples is None else train[cut : cut + max_samples]
+        return self._split().screening[:max_samples]
 
     def eval_held_out(self) -> list[Example]:
-        """The eval reserve, less any example another reader of the training split also sees."""
-        if self._eval is None:
-            train, start, stop = self._split()
-            seen = _Seen(train[:start] + train[stop:])
-            self._eval = [e for e in train[start:stop] if not seen.has(e)]
-        return self._eval
+        return self._split().scored
 
     def eval_reserved(self) -> int:
-        """How many training examples the eval reserve takes (scored or left out)."""
-        _, start, stop = self._split()
-        return stop - start
+        """How many training examples the eval reserve withholds from training (scored, and
+        fragments of what is scored)."""
+        parts = self._split()
+        return parts.before_screening - len(parts.trained)
 
     def data_identity(self, split: Split, max_samples: int | None = None) -> dict:
         if split != "train":
             return self._task.data_identity(split, max_samples)
-        train, cut, screening = self._split()
         identity = {
             "reserved_from": self._task.data_identity("train"),
-            "held_out_examples": len(train) - screening,
+            "held_out_examples": len(self._split().screening),
             "max_samples": max_samples,
         }
         if self.eval_holdout:  # absent when off: a run without it keeps its cache keys
-            identity["eval_held_out_examples"] = screening - cut
+            identity["eval_held_out_examples"] = self.eval_reserved()
+            identity["eval_reserve"] = "whole texts, fragments withheld"
         return identity
+
+
+@dataclass(frozen=True)
+class _Parts:
+    """A reserved training split: what is trained on, the eval reserve, the screening reserve."""
+
+    trained: list[Example]
+    scored: list[Example]
+    screening: list[Example]
+    before_screening: int  # training examples before the screening reserve
+
+
+def _eval_reserve(train: list[Example], screening: int, size: int) -> _Parts:
+    """The eval reserve of `size` examples before the screening reserve at `screening`.
+
+    QA: the questions of whole articles (`_cut`), less any whose context is read elsewhere.
+    Classification: scanning back from the screening reserve, the last `size` whole texts:
+    phrase datasets (SST-2 holds every phrase of a sentence's parse as its own example) make a
+    fragment and the sentence around it two examples, so a scored text must lie inside no other
+    text, and every fragment of it is withheld from training (trained on, a model has learnt the
+    sentence's parts, and its score is no longer one of unseen text). A text that occurs twice
+    is never taken: one copy would be trained on."""
+    pool, rest = train[:screening], train[screening:]
+    if size and "context" in train[0]:
+        start = _cut(train, screening, size, "task.eval_holdout")
+        seen = _Seen(train[:start] + rest)
+        scored = [e for e in train[start:screening] if not seen.has(e)]
+        return _Parts(train[:start], scored, rest, screening)
+    taken = _whole_texts(train, screening, size)
+    scored = [pool[i] for i in sorted(taken)]
+    fragments = _Spans(scored)
+    trained = [e for i, e in enumerate(pool) if i not in taken and not fragments.has(e)]
+    return _Parts(trained, scored, rest, screening)
+
+
+def _whole_texts(train: list[Example], end: int, size: int) -> set[int]:
+    """The indices of the last `size` examples before `end` whose text no other training text
+    contains and no other training example repeats."""
+    if not size:
+        return set()
+    counts = Counter(_content(e) for e in train)
+    containers = _Containers(train)
+    taken: set[int] = set()
+    for i in range(end - 1, -1, -1):
+        if counts[_content(train[i])] == 1 and containers.is_whole(i):
+            taken.add(i)
+            if len(taken) == size:
+                return taken
+    before = "" if end == len(train) else " before the task.holdout reserve"
+    raise UserError(
+        f"task.eval_holdout: the training split has {len(taken)} whole texts{before} (in no "
+        f"other training text, not repeated), too few to reserve {size}; lower task.eval_holdout"
+    )
+
+
+class _Containers:
+    """Asks whether any longer training text contains an example's text as a run of words,
+    looking only at the texts that hold its rarest word (a pass over all of them per example
+    would take minutes on SST-2's 67k phrases). Sentence pairs are always whole: a pair is
+    scored as a pair, and the fragment relation is a single text's."""
+
+    def __init__(self, train: list[Example]):
+        self._padded = [_padded(e) for e in train]
+        self._postings: dict[str, list[int]] = defaultdict(list)
+        for i, padded in enumerate(self._padded):
+            for word in set((padded or "").split()):
+                self._postings[word].append(i)
+
+    def is_whole(self, i: int) -> bool:
+        needle = self._padded[i]
+        if not needle or not needle.strip():
+            return needle is None  # a pair is whole; an empty text lies inside any other
+        rarest = min(set(needle.split()), key=lambda word: len(self._postings[word]))
+        return not any(
+            len(self._padded[j]) > len(needle) and needle in self._padded[j]
+            for j in self._postings[rarest]
+        )
+
+
+class _Spans:
+    """Every run of words of some single texts: a training text among them is a fragment of one."""
+
+    def __init__(self, examples: list[Example]):
+        self._runs: set[str] = set()
+        for example in examples:
+            words = (_padded(example) or "").split()
+            for a in range(len(words)):
+                for b in range(a + 1, len(words) + 1):
+                    self._runs.add(" ".join(words[a:b]))
+
+    def has(self, example: Example) -> bool:
+        padded = _padded(example)
+        return padded is not None and padded.strip() in self._runs
+
+
+def _padded(example: Example) -> str | None:
+    """A single text's words, space-separated with a space at each end (so that `in` matches
+    whole words only); None for a sentence pair or a QA example."""
+    if example.get("text_pair") is not None or "context" in example:
+        return None
+    return f" {' '.join(str(example.get('text') or '').split())} "
 
 
 class HeldOutScoring(_View):
@@ -160,21 +261,23 @@ def eval_holdout_scoring(task: Task) -> Task | None:
 
 
 def eval_reserve_check(task: Task) -> EvalHoldout | None:
-    """The eval reserve and its overlap, by id or text, with what the other readers are handed:
-    the training split (every consumer reads a prefix of it) and the screening reserve. Both
-    must be 0; a shared text with the evaluation split is no leak (both are only scored), so it
-    is counted, not refused. Ids are compared within the training split only (each split
-    numbers its own rows). None when the task has no eval reserve."""
+    """The eval reserve and its overlap with what the other readers are handed: the training
+    split (every consumer reads a prefix of it) and the screening reserve. Overlap is a shared id
+    or text, or (training split) a trained-on text that is a fragment of a scored one. Both must
+    be 0; a shared text with the evaluation split is no leak (both are only scored), so it is
+    counted, not refused. Ids are compared within the training split only (each split numbers
+    its own rows). None when the task has no eval reserve."""
     if not isinstance(task, Reserved) or not task.eval_holdout:
         return None
     scored = task.eval_held_out()
-    trained = _Seen(task.load_examples("train"))
-    screening = _Seen(task.held_out())
+    trained = task.load_examples("train")
+    seen, screening = _Seen(trained), _Seen(task.held_out())
+    fragments = _Spans(scored)
     evaluation = {_content(e) for e in task.load_examples("eval")}
     return EvalHoldout(
         examples=len(scored),
         reserved=task.eval_reserved(),
-        overlap_training=sum(trained.has(e) for e in scored),
+        overlap_training=sum(seen.has(e) for e in scored) + sum(map(fragments.has, trained)),
         overlap_screening=sum(screening.has(e) for e in scored),
         shared_with_eval=sum(_content(e) in evaluation for e in scored),
     )
