@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -15,7 +15,7 @@ from pydantic import (
 )
 
 from asc_deploy.errors import UserError
-from asc_deploy.measure.scenarios import ScenarioConfig
+from asc_deploy.fsutil import hash_json
 
 
 class Strict(BaseModel):
@@ -224,6 +224,21 @@ class OffTheShelfModel(Strict):
     finetuned: bool = False  # True: already fine-tuned on this task, skip fine-tuning
 
 
+# The names compress/criteria.py registers a criterion under, in its order (a test holds the two
+# equal): named here so the config is checked without importing numpy and the criteria.
+CRITERION_NAMES = (
+    "top",
+    "bottom",
+    "alternate",
+    "middle",
+    "random",
+    "explicit",
+    "block-influence",
+    "angular-block",
+    "greedy",
+)
+
+
 class ComparisonsConfig(Strict):
     # Layer-selection criteria (asc_deploy.compress.criteria), each removing as many layers as ASC.
     strategies: list[str] = ["top", "bottom", "alternate", "random"]
@@ -241,9 +256,7 @@ class ComparisonsConfig(Strict):
     @field_validator("strategies")
     @classmethod
     def _known_criteria(cls, values: list[str]) -> list[str]:
-        from asc_deploy.compress.criteria import CRITERIA
-
-        known = [name for name in CRITERIA if name != "explicit"]  # explicit has no count
+        known = [name for name in CRITERION_NAMES if name != "explicit"]  # explicit has no count
         for name in values:
             if name not in known:
                 raise ValueError(f"unknown strategy '{name}'; choose from {', '.join(known)}")
@@ -302,6 +315,67 @@ def _canonical_providers(values: list[str]) -> list[str]:
     return list(dict.fromkeys(canonical_provider(v) for v in values))
 
 
+# The serving scenarios' settings live here, not in measure/scenarios.py (which runs them), so
+# the run config is checked without importing the measuring code.
+SCENARIOS = ("SingleStream", "Server", "Offline")
+
+
+class ScenarioConfig(BaseModel):
+    """`bench.scenarios` in the run config; every value is recorded with the results."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    run: list[Literal["SingleStream", "Server", "Offline"]] = []  # empty: no scenarios
+    min_duration_s: float = Field(10.0, gt=0)  # LoadGen's minimum test duration, every scenario
+    # Server's p99 early-stopping check needs about 460 queries even when none is late.
+    min_query_count: int = Field(1024, ge=1)
+    probe_duration_s: float = Field(1.0, gt=0)  # SingleStream probe that sizes Server/Offline
+    latency_bound_ms: float = Field(50.0, gt=0)  # Server: p99 latency bound
+    server_target_qps: float | None = Field(None, gt=0)  # one run at this rate instead of a search
+    server_start_qps: float | None = Field(None, gt=0)  # None: half the SingleStream rate
+    server_min_qps: float = Field(1.0, gt=0)
+    server_max_qps: float = Field(10000.0, gt=0)
+    server_tolerance: float = Field(0.05, gt=0)  # stop when (INVALID - VALID) / VALID is below
+    server_max_runs: int = Field(10, ge=1)
+    server_instances: int = Field(1, ge=1)  # sessions serving the queue, one thread each
+    max_batch_size: int = Field(1, ge=1)  # Server dynamic batching (1: none)
+    max_queue_delay_ms: float = Field(0.0, ge=0)  # how long a query may wait for its batch
+    offline_instances: int = Field(1, ge=1)
+    offline_batch_size: int = Field(32, ge=1)
+    offline_expected_qps: float | None = Field(None, gt=0)  # None: from the SingleStream rate
+    threads_per_instance: int | None = Field(None, ge=1)  # None: bench threads / instances
+    log_dir: Path | None = None  # keep LoadGen's own logs here, a folder per run
+
+    @field_validator("run", mode="before")
+    @classmethod
+    def _known_names(cls, value: Any) -> Any:
+        if not isinstance(value, list | tuple):
+            return value
+        return [scenario_name(v) if isinstance(v, str) else v for v in value]
+
+    @model_validator(mode="after")
+    def _search_range(self) -> ScenarioConfig:
+        if self.server_min_qps >= self.server_max_qps:
+            raise ValueError(
+                f"server_min_qps ({self.server_min_qps}) must be below server_max_qps "
+                f"({self.server_max_qps})"
+            )
+        return self
+
+    def record(self) -> dict[str, Any]:
+        out = self.model_dump(mode="json")
+        out["config_hash"] = hash_json(out)
+        return out
+
+
+def scenario_name(name: str) -> str:
+    """'server' -> 'Server'; an unknown name is a ValueError naming the known ones."""
+    for known in SCENARIOS:
+        if name.lower() == known.lower():
+            return known
+    raise ValueError(f"unknown scenario '{name}'; use one of {', '.join(SCENARIOS)}")
+
+
 class BenchConfig(Strict):
     providers: list[str] = Field(["cpu"], min_length=1)
     batch_sizes: PositiveInts = [1, 8, 32]
@@ -318,7 +392,7 @@ class BenchConfig(Strict):
     noise_threshold: float = Field(0.10, gt=0, lt=1)
     noise_retries: int = Field(2, ge=0, le=10)  # extra rounds for cells that are still noisy
     include_torch: bool = True
-    tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: deploy/tensorrt.py)
+    tensorrt_fp16: bool = True  # TensorRT EP builds fp16 engines (profile: measure/tensorrt.py)
     # Serving scenarios measured with MLPerf LoadGen (none unless `scenarios.run` names them).
     scenarios: ScenarioConfig = ScenarioConfig()
 

@@ -132,7 +132,7 @@ class Pipeline:
         timed back to back until its paired bounds settle the limit (measure/speed_trial.py).
         None without a speed gate, when the pick is that baseline itself, or for a bench run
         on cluster targets (each would need its own node's trial)."""
-        from asc_deploy.measure.harness import SAMPLE_INPUTS
+        from asc_deploy.manifest import SAMPLE_INPUTS
         from asc_deploy.report.recommend import recommend
 
         gates = self.cfg.gates

@@ -15,6 +15,7 @@ from asc_deploy.deploy.export import export_artifact
 from asc_deploy.deploy.quantize import quantize_artifact
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import sha256_file
+from asc_deploy.manifest import verify_artifact
 
 
 def test_manifest_describes_files_graph_source_and_versions(tiny_model_dir, tmp_path):
@@ -74,18 +75,18 @@ def test_sample_inputs_hold_real_padded_rows_with_lengths(tiny_model_dir, tmp_pa
 )
 def test_verify_detects_tampering(tiny_model_dir, tmp_path, damage, message):
     _, dest, _ = export_tiny(tiny_model_dir, tmp_path)
-    assert artifacts.verify_artifact(dest)["variant"] == "fp32"
+    assert verify_artifact(dest)["variant"] == "fp32"
     damage(dest / "model.onnx")
     with pytest.raises(UserError, match=message):
-        artifacts.verify_artifact(dest)
+        verify_artifact(dest)
 
 
 def test_verify_rejects_non_artifacts(tmp_path):
     with pytest.raises(UserError, match="not found"):
-        artifacts.verify_artifact(tmp_path / "nothing")
+        verify_artifact(tmp_path / "nothing")
     (tmp_path / "plain").mkdir()
     with pytest.raises(UserError, match="no manifest.json"):
-        artifacts.verify_artifact(tmp_path / "plain")
+        verify_artifact(tmp_path / "plain")
 
 
 def test_tampered_artifact_is_rebuilt_not_reused(tiny_model_dir, tmp_path):
@@ -95,7 +96,7 @@ def test_tampered_artifact_is_rebuilt_not_reused(tiny_model_dir, tmp_path):
         model_dir, dest, "classification", features_for(model_dir, "classification")
     )
     assert not again["reused"]
-    artifacts.verify_artifact(dest)
+    verify_artifact(dest)
 
 
 def test_failing_variant_leaves_nothing_behind(tiny_model_dir, tmp_path):

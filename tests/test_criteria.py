@@ -19,6 +19,7 @@ from asc_deploy.compress.asc import (
 from asc_deploy.compress.criteria import CRITERIA, select_layers
 from asc_deploy.compress.greedy import greedy_removal, training_batches
 from asc_deploy.compress.strategies import random_layers
+from asc_deploy.config import CRITERION_NAMES
 from asc_deploy.errors import UserError
 from asc_deploy.models.adapters import adapter_for
 from asc_deploy.models.surgery import IdentityLayer, remove_layers
@@ -69,6 +70,7 @@ def test_registry_holds_every_criterion_and_position_ones_keep_their_answers():
         "angular-block",
         "greedy",
     }
+    assert tuple(CRITERIA) == CRITERION_NAMES  # what the run config accepts, in the same order
     assert select_layers("top", 12, 3).layers == [10, 11, 12]
     assert select_layers("random", 12, 4, seed=7).layers == random_layers(12, 4, 7)
     assert select_layers("explicit", 6, layers=[3, 1]).layers == [1, 3]

@@ -16,7 +16,6 @@ from pydantic import BaseModel, ValidationError
 
 from asc_deploy.config import ExecutorConfig, RunConfig
 from asc_deploy.errors import UserError
-from asc_deploy.executors.local import LocalExecutor
 from asc_deploy.executors.pickup import (
     check_inputs,
     probe_node,
@@ -26,7 +25,16 @@ from asc_deploy.executors.pickup import (
 )
 from asc_deploy.records import ModelFolder
 from asc_deploy.stages import compress, measure
-from asc_deploy.stages.core import Context, Pending, Settings, StageStore, gather, identity, stage
+from asc_deploy.stages.core import (
+    Context,
+    LocalExecutor,
+    Pending,
+    Settings,
+    StageStore,
+    gather,
+    identity,
+    stage,
+)
 
 
 class Count(BaseModel):
@@ -154,7 +162,7 @@ def test_core_path_does_not_import_ray(tmp_path):
 
     code = (
         "import sys, asc_deploy.pipeline, asc_deploy.executors, asc_deploy.preflight;"
-        "import asc_deploy.executors.local, asc_deploy.cli;"
+        "import asc_deploy.executors.pickup, asc_deploy.cli;"
         "print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -257,7 +265,7 @@ def test_targets_sharing_a_node_are_measured_one_after_another(monkeypatch):
 
 def test_requests_per_stage_and_a_bench_takes_its_whole_node(monkeypatch, tmp_path):
     from asc_deploy.executors import ray_executor
-    from asc_deploy.executors.base import StageCall
+    from asc_deploy.stages.core import StageCall
 
     nodes = _nodes(("n1", {"CPU": 8.0, "GPU": 1.0}), ("n2", {"CPU": 6.0, "target:t": 1.0}))
     monkeypatch.setattr(ray_executor, "alive_nodes", lambda: nodes)

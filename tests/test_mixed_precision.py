@@ -199,7 +199,7 @@ def test_planted_sensitive_layer_stays_fp32_and_the_rest_is_int8(planted):
 
 
 def artifacts_size(folder) -> int:
-    from asc_deploy.deploy.artifacts import read_manifest
+    from asc_deploy.manifest import read_manifest
 
     return read_manifest(folder)["size_bytes"]
 

@@ -19,6 +19,7 @@ from asc_deploy.records import BenchRun, Results, load_results
 from asc_deploy.report import plots, tables
 from asc_deploy.report import results as R
 from asc_deploy.report.gates import gates_config
+from asc_deploy.report.paired import MISSING
 from asc_deploy.report.pareto import pareto_front
 from asc_deploy.report.recommend import recommend
 from asc_deploy.report.render import analyse, write_report
@@ -175,7 +176,7 @@ def test_layer_choice_table_is_filled_on_a_real_run(results):
     assert one["top"] == f"{metric_cell(results, 'top-1')} · layers 4"
     # random-1-s1 chose asc-0.90's layer: it shows the numbers of the model it shares
     assert one["random"] == f"{metric_cell(results, 'asc-0.90')} · layers 2"
-    assert all(tables.MISSING not in cell for row in table.rows for cell in row)
+    assert all(MISSING not in cell for row in table.rows for cell in row)
 
 
 def paired(results: Results, model: str, variant: str):

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from bench_models import export_tiny_bert, make_artifact
 
+from asc_deploy.config import ScenarioConfig
 from asc_deploy.errors import UserError
 from asc_deploy.measure import harness, loadgen_sut, scenarios
 from asc_deploy.report import scenarios as report
@@ -225,7 +226,7 @@ def test_bad_scenario_settings_are_user_errors(overrides, expected):
 
 
 def test_scenario_names_are_case_insensitive_and_none_keeps_the_base():
-    base = scenarios.ScenarioConfig(latency_bound_ms=20)
+    base = ScenarioConfig(latency_bound_ms=20)
     config = scenarios.scenario_config(base, run=["server", "OFFLINE"], min_duration_s=None)
     assert config.run == ["Server", "Offline"]
     assert config.latency_bound_ms == 20 and config.min_duration_s == 10.0

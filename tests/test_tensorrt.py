@@ -1,7 +1,7 @@
 """The TensorRT EP profile: exact provider-option strings, and the worker wiring them in."""
 
-from asc_deploy.deploy.tensorrt import tensorrt_provider_options
 from asc_deploy.measure import worker
+from asc_deploy.measure.tensorrt import tensorrt_provider_options
 
 
 def test_profile_covers_the_shape_range_for_every_input(tmp_path):

@@ -17,6 +17,7 @@ from deploy_helpers import SENTENCES, export_tiny, features_for
 from asc_deploy.config import ExportConfig
 from asc_deploy.deploy import artifacts, validation
 from asc_deploy.deploy.mixed_precision import HeldOut, quantize_mixed_artifact
+from asc_deploy.manifest import MODEL_FILE
 from asc_deploy.measure.ort_runner import create_session
 
 
@@ -93,7 +94,7 @@ def test_a_mixed_artifact_validates_against_pytorch_within_its_tolerance(tiny_mo
     batches = artifacts.sample_batches(artifacts.load_sample_inputs(fp32), batch_size=8)
     masks = [b["attention_mask"] for b in batches]
     outputs = {
-        folder: validation.run_session(create_session(folder / artifacts.MODEL_FILE), batches)
+        folder: validation.run_session(create_session(folder / MODEL_FILE), batches)
         for folder in (fp32, dest)
     }
     again = validation.compare_outputs(outputs[fp32], outputs[dest], masks)

@@ -237,7 +237,8 @@ def quantize(
     variant = variants.get(mode, "fp16")
     dest = output or artifact.parent / variant
     _check_artifact_output(dest, variant, overwrite, [artifact], "quantize")
-    from asc_deploy.deploy.artifacts import read_manifest, require_float32_parent
+    from asc_deploy.deploy.artifacts import require_float32_parent
+    from asc_deploy.manifest import read_manifest
 
     require_float32_parent(read_manifest(artifact), artifact, f"quantize --mode {mode}")
     if provider is not None:
@@ -288,9 +289,9 @@ def triton(
     as_json: JsonOpt = False,
 ) -> None:
     """Add artifact folders to a Triton model repository (onnxruntime backend)."""
-    from asc_deploy.deploy.artifacts import read_manifest
     from asc_deploy.deploy.triton import is_triton_repository, write_triton_repository
     from asc_deploy.fsutil import check_output_folder
+    from asc_deploy.manifest import read_manifest
 
     if kind not in ("cpu", "gpu"):
         raise UserError(f"--kind must be cpu or gpu, got {kind}")

@@ -121,7 +121,7 @@ def similarity_heatmap(record: dict) -> bytes:
     from matplotlib.figure import Figure
     from matplotlib.patches import Rectangle
 
-    from asc_deploy.report.plots import _png, _selection_grid
+    from asc_deploy.plotting import png_bytes, selection_grid
 
     matrix = np.asarray(record["matrix"], dtype=np.float64)
     selections = {float(t): v for t, v in (record.get("selections") or {}).items()}
@@ -165,8 +165,8 @@ def similarity_heatmap(record: dict) -> bytes:
         fontsize=9,
     )
     ax.set_xlabel("hidden state / layer (0 = embeddings)")
-    _selection_grid(ax_sel, selections, len(matrix) - 1)
-    return _png(fig)
+    selection_grid(ax_sel, selections, len(matrix) - 1)
+    return png_bytes(fig)
 
 
 def read_similarity(path: str | Path) -> dict:

@@ -6,8 +6,9 @@ from (its pruning and fine-tuning records), the variant's settings, the validati
 the library versions, plus `inputs_hash`: the hash of everything that went in, so a rerun with
 identical inputs reuses the artifact instead of rebuilding it.
 
-Imports neither torch nor transformers: the benchmark harness calls `verify_artifact` on hosts
-that only have onnxruntime (and onnx).
+Reading and verifying a manifest is asc_deploy/manifest.py's job, below both deploy and the
+bench that checks every artifact it times; this module writes them. Imports neither torch nor
+transformers.
 """
 
 from __future__ import annotations
@@ -21,12 +22,9 @@ from typing import Any
 import numpy as np
 
 from asc_deploy.errors import UserError
-from asc_deploy.fsutil import read_json, sha256_file, utc_now, write_json_atomic
+from asc_deploy.fsutil import sha256_file, utc_now, write_json_atomic
+from asc_deploy.manifest import MANIFEST, MODEL_FILE, SAMPLE_INPUTS, SCHEMA, verify_artifact
 
-SCHEMA = "asc-deploy.artifact/1"
-MANIFEST = "manifest.json"
-MODEL_FILE = "model.onnx"
-SAMPLE_INPUTS = "sample_inputs.npz"
 # Files the exporter writes next to the graph that every variant of the same model shares.
 SHARED_FILES = (
     "config.json",
@@ -126,53 +124,6 @@ def write_manifest(folder: str | Path, fields: dict[str, Any]) -> dict[str, Any]
         "versions": library_versions(),
     }
     write_json_atomic(folder / MANIFEST, manifest)
-    return manifest
-
-
-def read_manifest(folder: str | Path) -> dict[str, Any]:
-    folder = Path(folder)
-    path = folder / MANIFEST
-    if not path.is_file():
-        raise UserError(
-            f"{folder} is not an asc-deploy artifact (no {MANIFEST}); run `asc-deploy export`"
-        )
-    try:
-        manifest = read_json(path)
-    except ValueError as exc:
-        raise UserError(f"{path} is not valid JSON ({exc}); re-export the artifact") from exc
-    schema = str(manifest.get("schema", ""))
-    if (
-        not schema.startswith("asc-deploy.artifact/")
-        or schema.split("/")[-1] != SCHEMA.split("/")[-1]
-    ):
-        raise UserError(f"{path}: unknown manifest schema '{schema}' (this version reads {SCHEMA})")
-    return manifest
-
-
-def verify_artifact(folder: str | Path) -> dict[str, Any]:
-    """Recompute every file's hash and size; UserError on a missing, truncated or altered file."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"artifact folder not found: {folder}")
-    manifest = read_manifest(folder)
-    for name, record in manifest.get("files", {}).items():
-        path = folder / name
-        if not path.is_file():
-            raise UserError(f"artifact {folder}: file {name} is missing; re-export the artifact")
-        size = path.stat().st_size
-        if size != record["size"]:
-            raise UserError(
-                f"artifact {folder}: {name} is {size} bytes, manifest says {record['size']} "
-                "(truncated or replaced); re-export the artifact"
-            )
-        if sha256_file(path) != record["sha256"]:
-            raise UserError(
-                f"artifact {folder}: {name} does not match its sha256 (altered); re-export it"
-            )
-    if MODEL_FILE not in manifest.get("files", {}):
-        raise UserError(
-            f"artifact {folder}: manifest lists no {MODEL_FILE}; re-export the artifact"
-        )
     return manifest
 
 

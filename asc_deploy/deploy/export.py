@@ -18,6 +18,7 @@ import numpy as np
 from asc_deploy.deploy import artifacts, validation
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import atomic_dir, hash_folder, hash_json
+from asc_deploy.manifest import MODEL_FILE
 from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Feature, collate
 
 Family = Literal["classification", "question-answering"]
@@ -162,8 +163,8 @@ def _run_exporter(model_dir: Path, out: Path, family: Family, opset: int) -> Non
             local_files_only=True,
             library_name="transformers",
         )
-    if not (out / artifacts.MODEL_FILE).is_file():
-        raise RuntimeError(f"the exporter wrote no {artifacts.MODEL_FILE} into {out}")
+    if not (out / MODEL_FILE).is_file():
+        raise RuntimeError(f"the exporter wrote no {MODEL_FILE} into {out}")
 
 
 def export_inputs_hash(
@@ -227,7 +228,7 @@ def export_artifact(
     batches = validation_batches(validation_features, pad_id, batch_size)
     with atomic_dir(dest) as tmp:
         _run_exporter(model_dir, tmp, family, opset)
-        session = create_session(tmp / artifacts.MODEL_FILE, "cpu")
+        session = create_session(tmp / MODEL_FILE, "cpu")
         input_names = [i.name for i in session.get_inputs()]
         reference = torch_reference(_load_torch_model(model_dir, family), batches, input_names)
         compared = validation.compare_outputs(

@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from asc_deploy.deploy import artifacts, variants
+from asc_deploy.deploy import variants
 from asc_deploy.deploy.quantize import (
     Calibrator,
     Isa,
@@ -41,6 +41,7 @@ from asc_deploy.deploy.quantize import (
     resolve_isa,
 )
 from asc_deploy.errors import UserError
+from asc_deploy.manifest import verify_artifact
 from asc_deploy.tasks.base import Example, Feature, Task
 
 MixedBase = Literal["dynamic", "static"]
@@ -328,7 +329,7 @@ def quantize_mixed_artifact(
     from asc_deploy.fsutil import hash_json
 
     check_mixed_request(budget, base, calibrator)
-    parent = artifacts.verify_artifact(parent_dir)
+    parent = verify_artifact(parent_dir)
     require_fp32_parent(parent, "int8-mixed")
     if not heldout.features:
         raise UserError("the held-out training slice is empty; set export.mixed_samples >= 1")

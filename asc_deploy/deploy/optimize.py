@@ -134,7 +134,8 @@ def optimize_artifact(
     reuse: bool = True,
 ) -> dict[str, Any]:
     """The `optimized` variant of an artifact for `target`, validated against its parent."""
-    from asc_deploy.deploy.artifacts import require_float32_parent, verify_artifact
+    from asc_deploy.deploy.artifacts import require_float32_parent
+    from asc_deploy.manifest import verify_artifact
 
     parent = verify_artifact(parent_dir)
     require_float32_parent(parent, parent_dir, "optimize")

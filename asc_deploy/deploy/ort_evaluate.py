@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from asc_deploy.deploy import artifacts
 from asc_deploy.errors import UserError
+from asc_deploy.manifest import MODEL_FILE, verify_artifact
 from asc_deploy.tasks.base import Task
 from asc_deploy.tasks.evaluation import EvalResult, Forward, infer_features
 
@@ -89,11 +89,9 @@ def evaluate_onnx(
     from asc_deploy.measure.ort_runner import create_session
 
     artifact_dir = Path(artifact_dir)
-    manifest = artifacts.verify_artifact(artifact_dir)
+    manifest = verify_artifact(artifact_dir)
     check_artifact_task(manifest, artifact_dir, task)
-    session = create_session(
-        artifact_dir / artifacts.MODEL_FILE, provider, intra_op_threads=intra_op_threads
-    )
+    session = create_session(artifact_dir / MODEL_FILE, provider, intra_op_threads=intra_op_threads)
     tokenizer = AutoTokenizer.from_pretrained(str(artifact_dir))
     pad_id = manifest.get("pad_token_id")
     if pad_id is None:

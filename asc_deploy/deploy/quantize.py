@@ -24,6 +24,7 @@ import numpy as np
 
 from asc_deploy.deploy import artifacts, variants
 from asc_deploy.errors import UserError
+from asc_deploy.manifest import verify_artifact
 from asc_deploy.tasks.base import MODEL_INPUT_NAMES, Feature, collate
 
 Isa = Literal["avx2", "avx512", "avx512_vnni", "arm64"]
@@ -275,7 +276,7 @@ def quantize_artifact(
     """
     from asc_deploy.fsutil import hash_json
 
-    parent = artifacts.verify_artifact(parent_dir)
+    parent = verify_artifact(parent_dir)
     artifacts.require_float32_parent(parent, parent_dir, f"quantize --mode {mode}")
     if mode == "dynamic":
         chosen = resolve_isa(isa)

@@ -12,9 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from asc_deploy.deploy import artifacts
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import atomic_dir
+from asc_deploy.manifest import MODEL_FILE, verify_artifact
 
 TRITON_DTYPES = {
     "int64": "TYPE_INT64",
@@ -117,7 +117,7 @@ def write_triton_repository(
             raise UserError(
                 f"model name '{name}' is not usable by Triton; use letters, digits, '_', '-', '.'"
             )
-        manifest = artifacts.verify_artifact(folder)
+        manifest = verify_artifact(folder)
         text = config_pbtxt(name, manifest, max_batch_size, instance_kind)
         parse_config(text)
         checked[name] = (Path(folder), text, manifest)
@@ -125,7 +125,7 @@ def write_triton_repository(
     for name, (folder, text, manifest) in checked.items():
         with atomic_dir(Path(dest) / name) as tmp:
             (tmp / "1").mkdir()
-            shutil.copy2(folder / artifacts.MODEL_FILE, tmp / "1" / artifacts.MODEL_FILE)
+            shutil.copy2(folder / MODEL_FILE, tmp / "1" / MODEL_FILE)
             (tmp / "config.pbtxt").write_text(text, encoding="utf-8")
             summary[name] = {
                 "artifact": str(folder),

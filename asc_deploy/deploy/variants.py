@@ -12,6 +12,7 @@ from typing import Any
 
 from asc_deploy.deploy import artifacts, validation
 from asc_deploy.fsutil import atomic_dir, hash_json
+from asc_deploy.manifest import MODEL_FILE, verify_artifact
 
 # (parent model.onnx, output model.onnx) -> facts about the transformation for the manifest.
 Transform = Callable[[Path, Path], dict[str, Any]]
@@ -36,11 +37,11 @@ def derive_variant(
     from asc_deploy.measure.ort_runner import create_session, resolve_provider
 
     parent_dir, dest = Path(parent_dir), Path(dest)
-    parent = artifacts.verify_artifact(parent_dir)
+    parent = verify_artifact(parent_dir)
     versions = artifacts.library_versions()
     inputs_hash = hash_json(
         {
-            "parent": parent["files"][artifacts.MODEL_FILE]["sha256"],
+            "parent": parent["files"][MODEL_FILE]["sha256"],
             "variant": variant,
             "settings": settings,
             "extra": extra_inputs,
@@ -55,15 +56,11 @@ def derive_variant(
     masks = [b["attention_mask"] for b in batches]
     resolve_provider(provider)  # an unknown provider fails before anything is written
     # Loading the parent first turns an unreadable graph into a one-line UserError.
-    reference = validation.run_session(
-        create_session(parent_dir / artifacts.MODEL_FILE, "cpu"), batches
-    )
+    reference = validation.run_session(create_session(parent_dir / MODEL_FILE, "cpu"), batches)
     with atomic_dir(dest) as tmp:
         artifacts.copy_shared_files(parent_dir, tmp)
-        facts = transform(parent_dir / artifacts.MODEL_FILE, tmp / artifacts.MODEL_FILE)
-        candidate = validation.run_session(
-            create_session(tmp / artifacts.MODEL_FILE, provider), batches
-        )
+        facts = transform(parent_dir / MODEL_FILE, tmp / MODEL_FILE)
+        candidate = validation.run_session(create_session(tmp / MODEL_FILE, provider), batches)
         result = validation.check(
             variant,
             validation.compare_outputs(reference, candidate, masks),
@@ -83,7 +80,7 @@ def derive_variant(
                 "parent": {
                     "path": str(parent_dir),
                     "variant": parent["variant"],
-                    "sha256": parent["files"][artifacts.MODEL_FILE]["sha256"],
+                    "sha256": parent["files"][MODEL_FILE]["sha256"],
                     "validation": parent.get("validation"),
                 },
                 "settings": settings,

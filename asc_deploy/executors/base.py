@@ -1,40 +1,14 @@
-"""What an executor is given (a `StageCall`) and gives back (an `Outcome`), and how one is made."""
+"""What an executor does, and how one is made. What it is given (a `StageCall`) and gives back (an
+`Outcome`) are the store's terms, in stages/core.py, with the local executor."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from pydantic import BaseModel
+from asc_deploy.stages.core import LocalExecutor, Outcome, Pending, StageCall
 
 if TYPE_CHECKING:
     from asc_deploy.config import ExecutorConfig
-    from asc_deploy.stages.core import Context, Pending, Settings, Stage
-
-
-@dataclass(frozen=True)
-class StageCall:
-    """One stage to compute: the settings it declared, its inputs, and their identities as the
-    store computed them for the cache key (a node re-checks them when it picks the inputs up)."""
-
-    stage: Stage
-    settings: Settings
-    context: Context
-    inputs: dict[str, Any]
-    identities: dict[str, Any]
-    label: str = ""
-    target: str | None = None  # bench only: the custom Ray resource naming the target hosts
-
-    @property
-    def title(self) -> str:
-        return f"{self.stage.name}{' ' + self.label if self.label else ''}"
-
-
-@dataclass(frozen=True)
-class Outcome:
-    record: BaseModel
-    ran_on: dict[str, Any] | None = None  # where a cluster ran it: node id, ip, host, seconds
-    seconds: float | None = None  # the stage's own wall time, wherever it ran
 
 
 class Executor(Protocol):
@@ -53,6 +27,4 @@ def open_executor(config: ExecutorConfig) -> Executor:
         from asc_deploy.executors.ray_executor import RayExecutor
 
         return RayExecutor(config)
-    from asc_deploy.executors.local import LocalExecutor
-
     return LocalExecutor()

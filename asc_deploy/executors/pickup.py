@@ -93,7 +93,7 @@ def _check_contents(title: str, name: str, value: Any) -> None:
                 f"exist here; {SHARED}"
             )
     elif isinstance(value, Path) and (value / "manifest.json").is_file():
-        from asc_deploy.deploy.artifacts import verify_artifact
+        from asc_deploy.manifest import verify_artifact
 
         try:
             verify_artifact(value)

@@ -20,10 +20,9 @@ from typing import Any
 
 from asc_deploy.config import ExecutorConfig, RunConfig, StageResources
 from asc_deploy.errors import UserError
-from asc_deploy.executors.base import Outcome, StageCall
 from asc_deploy.executors.pickup import probe_node, run_stage_task, stage_address
 from asc_deploy.progress import status_line
-from asc_deploy.stages.core import Pending
+from asc_deploy.stages.core import LocalExecutor, Outcome, Pending, StageCall
 
 # Environment a task needs as the driver has it: offline hub flags, the suite's own switches.
 FORWARDED_ENV = ("HF_", "TRANSFORMERS_", "ASC_")
@@ -258,8 +257,6 @@ class RayExecutor:
     # -- scheduling ------------------------------------------------------------------------------
     def submit(self, call: StageCall) -> Pending[Outcome]:
         if call.stage.name in ("bench", "speed-trial") and call.target is None:
-            from asc_deploy.executors.local import LocalExecutor
-
             return LocalExecutor().submit(call)  # no target: this machine measures, as locally
         options = self._options(call)
         ref = self._remote.options(**options).remote(

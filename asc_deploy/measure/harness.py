@@ -28,6 +28,7 @@ import numpy as np
 
 from asc_deploy.errors import UserError
 from asc_deploy.fsutil import hash_json, read_json, utc_now, write_json_atomic
+from asc_deploy.manifest import MANIFEST, MODEL_FILE, SAMPLE_INPUTS, verify_artifact
 from asc_deploy.measure import noise, system
 from asc_deploy.measure.flops import GraphStats, flops_per_example, graph_stats
 from asc_deploy.measure.latency import relative_spread, summarize_ms, throughput_per_s
@@ -35,9 +36,6 @@ from asc_deploy.providers import canonical_provider
 
 SCHEMA = "asc-deploy.bench/1"
 MERGED_SCHEMA = "asc-deploy.bench-set/1"
-MODEL_FILE = "model.onnx"
-MANIFEST = "manifest.json"
-SAMPLE_INPUTS = "sample_inputs.npz"
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -195,7 +193,7 @@ def onnx_target(path: Path) -> Target:
     if path.is_dir():
         if not (path / MODEL_FILE).is_file() and not (path / MANIFEST).is_file():
             raise UserError(f"{path} holds no {MODEL_FILE}; pass an artifact folder or .onnx file")
-        manifest = _verify(path)
+        manifest = verify_artifact(path)
         model_path = path / MODEL_FILE
         target = Target(
             label=str(path),
@@ -248,12 +246,6 @@ def torch_targets(model_dir: str | Path) -> list[Target]:
         )
         for variant in ("torch", "torch-dynamic-int8")
     ]
-
-
-def _verify(folder: Path) -> dict[str, Any]:
-    from asc_deploy.deploy.artifacts import verify_artifact
-
-    return verify_artifact(folder)
 
 
 def _add_graph_stats(target: Target) -> None:

@@ -22,15 +22,15 @@ import importlib.metadata
 import importlib.util
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ValidationError
 
+from asc_deploy.config import SCENARIOS, ScenarioConfig
 from asc_deploy.errors import UserError
-from asc_deploy.fsutil import hash_json, utc_now
+from asc_deploy.fsutil import utc_now
 
-SCENARIOS = ("SingleStream", "Server", "Offline")
 METRICS = {"SingleStream": "p90_latency_ms", "Server": "qps_at_bound", "Offline": "samples_per_s"}
 SIZING_ATTEMPTS = 3  # SingleStream / Offline runs that LoadGen sized too short are repeated
 _NS_KEYS = {
@@ -50,62 +50,6 @@ _CONSTRAINTS = (
     "Min queries satisfied",
     "Early stopping satisfied",
 )
-
-
-class ScenarioConfig(BaseModel):
-    """`bench.scenarios` in the run config; every value is recorded with the results."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    run: list[Literal["SingleStream", "Server", "Offline"]] = []  # empty: no scenarios
-    min_duration_s: float = Field(10.0, gt=0)  # LoadGen's minimum test duration, every scenario
-    # Server's p99 early-stopping check needs about 460 queries even when none is late.
-    min_query_count: int = Field(1024, ge=1)
-    probe_duration_s: float = Field(1.0, gt=0)  # SingleStream probe that sizes Server/Offline
-    latency_bound_ms: float = Field(50.0, gt=0)  # Server: p99 latency bound
-    server_target_qps: float | None = Field(None, gt=0)  # one run at this rate instead of a search
-    server_start_qps: float | None = Field(None, gt=0)  # None: half the SingleStream rate
-    server_min_qps: float = Field(1.0, gt=0)
-    server_max_qps: float = Field(10000.0, gt=0)
-    server_tolerance: float = Field(0.05, gt=0)  # stop when (INVALID - VALID) / VALID is below
-    server_max_runs: int = Field(10, ge=1)
-    server_instances: int = Field(1, ge=1)  # sessions serving the queue, one thread each
-    max_batch_size: int = Field(1, ge=1)  # Server dynamic batching (1: none)
-    max_queue_delay_ms: float = Field(0.0, ge=0)  # how long a query may wait for its batch
-    offline_instances: int = Field(1, ge=1)
-    offline_batch_size: int = Field(32, ge=1)
-    offline_expected_qps: float | None = Field(None, gt=0)  # None: from the SingleStream rate
-    threads_per_instance: int | None = Field(None, ge=1)  # None: bench threads / instances
-    log_dir: Path | None = None  # keep LoadGen's own logs here, a folder per run
-
-    @field_validator("run", mode="before")
-    @classmethod
-    def _known_names(cls, value: Any) -> Any:
-        if not isinstance(value, list | tuple):
-            return value
-        return [scenario_name(v) if isinstance(v, str) else v for v in value]
-
-    @model_validator(mode="after")
-    def _search_range(self) -> ScenarioConfig:
-        if self.server_min_qps >= self.server_max_qps:
-            raise ValueError(
-                f"server_min_qps ({self.server_min_qps}) must be below server_max_qps "
-                f"({self.server_max_qps})"
-            )
-        return self
-
-    def record(self) -> dict[str, Any]:
-        out = self.model_dump(mode="json")
-        out["config_hash"] = hash_json(out)
-        return out
-
-
-def scenario_name(name: str) -> str:
-    """'server' -> 'Server'; an unknown name is a ValueError naming the known ones."""
-    for known in SCENARIOS:
-        if name.lower() == known.lower():
-            return known
-    raise ValueError(f"unknown scenario '{name}'; use one of {', '.join(SCENARIOS)}")
 
 
 def scenario_config(base: ScenarioConfig | None = None, **overrides: Any) -> ScenarioConfig:

@@ -95,7 +95,7 @@ def _tensorrt_options(spec: dict[str, Any]) -> dict[str, str] | None:
         return None
     import onnxruntime as ort
 
-    from asc_deploy.deploy.tensorrt import tensorrt_provider_options
+    from asc_deploy.measure.tensorrt import tensorrt_provider_options
 
     # Input names from a bare CPU session: the profile must name exactly the graph's inputs.
     options = ort.SessionOptions()

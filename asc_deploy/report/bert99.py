@@ -24,6 +24,7 @@ from typing import Literal
 
 from asc_deploy.errors import UserError
 from asc_deploy.records import Evaluation, Results
+from asc_deploy.report.paired import Paired
 
 BERT99 = 99.0  # MLPerf's accuracy target for int8 BERT: 99% of fp32
 MATCH = 1e-6  # points: predictions that reproduce the stored metric describe the same run
@@ -78,8 +79,6 @@ def int8_share(results: Results, ev: Evaluation) -> Int8Share | None:
     stats = _paired_with_fp32(results, fp32, ev)
     if stats is not None:
         return Int8Share(**base, paired_with="fp32", **stats)
-    from asc_deploy.report.tables import Paired  # tables imports this module
-
     stored = Paired.of(ev, results.task.primary_metric)
     if stored is None:
         return Int8Share(**base, paired_with=None)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from asc_deploy.records import Measurement, ModelEntry, Results
 from asc_deploy.report import results as R
-from asc_deploy.report.tables import MISSING, Table, _millions, delta_cell, fmt
+from asc_deploy.report.paired import MISSING
+from asc_deploy.report.tables import Table, _millions, delta_cell, fmt
 
 INT8 = "int8-dynamic"
 

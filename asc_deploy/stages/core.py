@@ -5,10 +5,15 @@ config: `task`, `asc.epsilon`) and the type of record it returns. `run_stage` ke
 the stage's name, the `model_dump()` of every setting it reads and the identities (content hashes)
 of its inputs, and hands the function only those settings, so no stage can read a value that its
 key does not hold. A record whose key matches is reused: that is how a run resumes.
+
+What the store hands an executor (`StageCall`) and gets back (`Outcome`) are defined here, with
+the executor it uses when given none (`LocalExecutor`), so the store needs nothing from
+asc_deploy/executors/, which builds on this module.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,6 +116,52 @@ def _dump(value: Any) -> Any:
     return value.model_dump(mode="json", exclude=getattr(type(value), "cache_exclude", None))
 
 
+@dataclass(frozen=True)
+class StageCall:
+    """One stage to compute: the settings it declared, its inputs, and their identities as the
+    store computed them for the cache key (a node re-checks them when it picks the inputs up)."""
+
+    stage: Stage
+    settings: Settings
+    context: Context
+    inputs: dict[str, Any]
+    identities: dict[str, Any]
+    label: str = ""
+    target: str | None = None  # bench only: the custom Ray resource naming the target hosts
+
+    @property
+    def title(self) -> str:
+        return f"{self.stage.name}{' ' + self.label if self.label else ''}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    record: BaseModel
+    ran_on: dict[str, Any] | None = None  # where a cluster ran it: node id, ip, host, seconds
+    seconds: float | None = None  # the stage's own wall time, wherever it ran
+
+
+class LocalExecutor:
+    """Every stage in this process, one after another, when its record is asked for (so the
+    order, the output and a failure are those of a plain loop)."""
+
+    kind = "local"
+
+    def submit(self, call: StageCall) -> Pending[Outcome]:
+        def compute() -> Outcome:
+            started = time.perf_counter()
+            record = call.stage.fn(call.settings, call.context, **call.inputs)
+            return Outcome(record, seconds=round(time.perf_counter() - started, 2))
+
+        return Pending(compute)
+
+    def bench_waves(self, targets: list[str]) -> list[list[str]]:
+        return [[target] for target in targets]
+
+    def close(self) -> None:
+        pass
+
+
 @dataclass
 class StageStore:
     """Stage records under `<run>/stages/`, keyed by what each stage reads and consumes.
@@ -120,15 +171,13 @@ class StageStore:
     the same files, written here, so a run resumes under either executor."""
 
     context: Context
-    executor: Any = field(default=None)  # an asc_deploy.executors Executor; None: local
+    executor: Any = field(default=None)  # an asc_deploy.executors Executor; None: LocalExecutor
     # Record file -> (stage, the seconds its work took): every record this run used, reused or
     # computed, so a run resumed across sessions still adds up its compute time.
     ledger: dict[str, tuple[str, float | None]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.executor is None:
-            from asc_deploy.executors.local import LocalExecutor
-
             self.executor = LocalExecutor()
 
     def run(self, stage: Stage[R], config: BaseModel, label: str = "", **inputs: Any) -> R:
@@ -145,8 +194,6 @@ class StageStore:
     ) -> Pending[R]:
         """`run` without waiting: `.result()` gives the record. A recorded stage is never handed
         to the executor; `target` pins a bench to the hosts holding that Ray resource."""
-        from asc_deploy.executors.base import StageCall
-
         settings = settings_from(config, stage.reads)
         key_doc = {
             "stage": stage.name,

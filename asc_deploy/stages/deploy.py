@@ -94,9 +94,9 @@ def task_data(fp32_dir: Path, task: Task | None) -> dict[str, str]:
     """The task and training-data hash a calibrated variant reads (recorded in its manifest),
     refused when the artifact was exported for another task: an SST-2 model calibrated or
     searched on MRPC pairs exits 0 with a meaningless artifact otherwise."""
-    from asc_deploy.deploy.artifacts import read_manifest
     from asc_deploy.deploy.ort_evaluate import check_artifact_task
     from asc_deploy.fsutil import hash_json
+    from asc_deploy.manifest import read_manifest
 
     if task is None:
         raise UserError("static and mixed int8 read the task's training data; name the task")

@@ -100,8 +100,8 @@ def _eval_holdout_run(folder: Path, result, task: Task) -> EvalHoldoutRun:
 
 def _onnx_runner(source: Path):
     """(run(view, batch_size, **options) -> EvalResult, the artifact's facts)."""
-    from asc_deploy.deploy.artifacts import MODEL_FILE, read_manifest
     from asc_deploy.deploy.ort_evaluate import evaluate_onnx
+    from asc_deploy.manifest import MODEL_FILE, read_manifest
 
     def run(view: Task, batch_size: int, with_cls: bool = False, **options):
         # with_cls is PyTorch's: an exported graph has no [CLS] output to collect

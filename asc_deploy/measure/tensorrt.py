@@ -3,7 +3,8 @@
 TensorRT builds one engine per optimisation profile; without explicit min/opt/max shapes it
 rebuilds whenever an input shape leaves the range seen so far (minutes each on BERT). The profile
 here covers batch 1..max and sequence 1..max, tuned for the shape being served, and caches
-engines and timing data on disk so only the first session pays for the build. No torch here.
+engines and timing data on disk so only the first session pays for the build. No torch here;
+in measure/ because the bench worker opens its TensorRT sessions with it.
 """
 
 from __future__ import annotations
