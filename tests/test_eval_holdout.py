@@ -341,6 +341,24 @@ def test_a_results_json_without_an_eval_holdout_decides_on_the_evaluation_split(
         assert (pick.model, pick.variant) == expected
 
 
+def test_the_pareto_plot_draws_the_numbers_that_decide(held, tmp_path):
+    """The frontier a reader compares the recommendation with is on the eval holdout, where the
+    pick was made; without one, on the evaluation split as before."""
+    from asc_deploy.report import plots
+
+    m = held.bench[0].measurements[0]
+    shape = (m.host_label, m.provider, m.batch, m.sequence)
+    for results, scored in ((held, lambda ev: ev.eval_holdout.primary),
+                            (_without_eval_holdout(held), lambda ev: ev.primary)):  # fmt: skip
+        points = plots.latency_points(results, *shape)
+        assert len(points) > 2
+        for _, value, model, variant in points:
+            assert value == scored(results.evaluation(model, variant))
+    worse = with_wrong_answers(held, *TWIN, 2, tmp_path, eval_holdout=True)  # dev unchanged
+    twin = [{p[2:]: p[1] for p in plots.latency_points(r, *shape)}[TWIN] for r in (held, worse)]
+    assert twin[1] < twin[0]
+
+
 def test_an_edited_eval_holdout_accuracy_is_refused_by_the_report(eval_holdout_run, tmp_path):
     doc = copy.deepcopy(eval_holdout_run[1])  # the session's copy stays as the run wrote it
     run = doc["evaluations"][1]["eval_holdout"]

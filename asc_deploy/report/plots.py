@@ -10,13 +10,12 @@ Each function returns None when the results hold nothing to draw.
 
 from __future__ import annotations
 
-import io
-
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from asc_deploy.plotting import png_bytes, selection_grid
 from asc_deploy.records import Evaluation, Results
+from asc_deploy.report import decision as D
 from asc_deploy.report import results as R
 from asc_deploy.report.pareto import pareto_front
 
@@ -43,11 +42,17 @@ MARKERS = {
 SCALING_KINDS = ("reference", "asc", "quantized", "off-the-shelf", "width")
 
 
-def _png(fig: Figure) -> bytes:
-    FigureCanvasAgg(fig)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return buf.getvalue()
+def _decided(results: Results, ev: Evaluation) -> float | None:
+    """`ev`'s primary metric on the examples the decisions are taken on: the frontier drawn is
+    then the one the recommendation is read off (the eval holdout when the run scored one)."""
+    if not D.on_eval_holdout(results):
+        return ev.primary
+    return ev.eval_holdout.primary if ev.eval_holdout is not None else None
+
+
+def _metric_label(results: Results) -> str:
+    where = "eval holdout" if D.on_eval_holdout(results) else "evaluation split"
+    return f"{results.task.primary_metric} ({where})"
 
 
 def _kinds(results: Results) -> dict[str, str]:
@@ -101,7 +106,7 @@ def _scatter_with_front(
     if min(costs) > 0 and max(costs) / min(costs) > 20:  # PyTorch next to ONNX: spread them out
         ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(results.task.primary_metric)
+    ax.set_ylabel(_metric_label(results))
     ax.grid(alpha=0.3, which="both")
 
 
@@ -121,9 +126,10 @@ def _legend(ax, kinds: set[str | None], variants: set[str]) -> None:
     ax.legend(handles=handles, fontsize=7, loc="best", ncol=2)
 
 
-def accuracy_vs_latency(
+def latency_points(
     results: Results, host_label: str, provider: str, batch: int, sequence: int
-) -> bytes | None:
+) -> list[tuple[float, float, str, str]]:
+    """(p50 ms, the decided metric, model, variant) of every artifact measured at the shape."""
     points = []
     for m in R.measurements(results):
         ev = results.evaluation(m.model, m.variant)
@@ -133,30 +139,38 @@ def accuracy_vs_latency(
             batch,
             sequence,
         )
-        if at and ev is not None and ev.primary is not None and m.latency_ms.p50:
-            points.append((m.latency_ms.p50, ev.primary, m.model, m.variant))
+        value = _decided(results, ev) if ev is not None else None
+        if at and value is not None and m.latency_ms.p50:
+            points.append((m.latency_ms.p50, value, m.model, m.variant))
+    return points
+
+
+def accuracy_vs_latency(
+    results: Results, host_label: str, provider: str, batch: int, sequence: int
+) -> bytes | None:
+    points = latency_points(results, host_label, provider, batch, sequence)
     if not points:
         return None
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     _scatter_with_front(ax, results, points, f"p50 latency (ms), {provider} {batch}x{sequence}")
-    ax.set_title(f"{results.task.primary_metric} vs latency on {host_label}")
-    return _png(fig)
+    ax.set_title(f"{_metric_label(results)} vs latency on {host_label}")
+    return png_bytes(fig)
 
 
 def accuracy_vs_size(results: Results) -> bytes | None:
     points = [
-        (e.size_bytes / 1e6, e.primary, e.model, e.variant)
+        (e.size_bytes / 1e6, _decided(results, e), e.model, e.variant)
         for e in results.evaluations
-        if e.size_bytes and e.primary is not None
+        if e.size_bytes and _decided(results, e) is not None
     ]
     if not points:
         return None
     fig = Figure(figsize=(8, 5.5))
     ax = fig.add_subplot()
     _scatter_with_front(ax, results, points, "artifact size (MB)")
-    ax.set_title(f"{results.task.primary_metric} vs size")
-    return _png(fig)
+    ax.set_title(f"{_metric_label(results)} vs size")
+    return png_bytes(fig)
 
 
 def similarity_heatmap(results: Results) -> bytes | None:
@@ -185,27 +199,8 @@ def similarity_heatmap(results: Results) -> bytes | None:
             tick.set_fontweight("bold")
     ax.set_title("Hidden-state similarity (red: removed at some threshold)")
     ax.set_xlabel("hidden state / layer")
-    _selection_grid(ax_sel, selections, n_layers)
-    return _png(fig)
-
-
-def _selection_grid(ax, selections: dict[float, list[int]], n_layers: int) -> None:
-    thresholds = sorted(selections, reverse=True)
-    grid = [
-        [1 if layer in selections[t] else 0 for layer in range(1, n_layers + 1)] for t in thresholds
-    ]
-    if not grid:
-        ax.set_axis_off()
-        return
-    ax.imshow(grid, cmap="Reds", vmin=0, vmax=1.4, aspect="auto")
-    ax.set_xticks(range(n_layers), [str(i) for i in range(1, n_layers + 1)])
-    ax.set_yticks(range(len(thresholds)), [f"{t:g}" for t in thresholds])
-    for r in range(len(thresholds)):
-        for c in range(n_layers):
-            ax.text(c, r, "x" if grid[r][c] else "", ha="center", va="center", fontsize=10)
-    ax.set_xlabel("layer (removed: x)")
-    ax.set_ylabel("threshold")
-    ax.set_title("Layers each threshold removes")
+    selection_grid(ax_sel, selections, n_layers)
+    return png_bytes(fig)
 
 
 def latency_scaling(
@@ -241,7 +236,7 @@ def latency_scaling(
     ax.set_title(f"Latency vs {axis} on {host_label}, {provider}")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2)
-    return _png(fig)
+    return png_bytes(fig)
 
 
 def _calibrated(results: Results) -> list[Evaluation]:
@@ -285,4 +280,4 @@ def reliability_diagrams(results: Results) -> bytes | None:
     for ax in axes[len(evals) :]:
         ax.set_axis_off()
     fig.tight_layout()
-    return _png(fig)
+    return png_bytes(fig)
