@@ -160,9 +160,9 @@ def accuracy_vs_latency(
 
 def accuracy_vs_size(results: Results) -> bytes | None:
     points = [
-        (e.size_bytes / 1e6, _decided(results, e), e.model, e.variant)
+        (e.size_bytes / 1e6, value, e.model, e.variant)
         for e in results.evaluations
-        if e.size_bytes and _decided(results, e) is not None
+        if e.size_bytes and (value := _decided(results, e)) is not None
     ]
     if not points:
         return None

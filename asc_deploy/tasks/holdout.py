@@ -164,9 +164,12 @@ class _Containers:
 
     def is_whole(self, i: int) -> bool:
         needle = self._padded[i]
-        if not needle or not needle.strip():
-            return needle is None  # a pair is whole; an empty text lies inside any other
-        rarest = min(set(needle.split()), key=lambda word: len(self._postings[word]))
+        if needle is None:  # a pair is whole
+            return True
+        words = set(needle.split())
+        if not words:  # an empty text lies inside any other
+            return False
+        rarest = min(words, key=lambda word: len(self._postings[word]))
         return not any(
             len(self._padded[j]) > len(needle) and needle in self._padded[j]
             for j in self._postings[rarest]
